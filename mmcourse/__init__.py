@@ -1,0 +1,29 @@
+"""mmcourse: the helper package of an interactive course on multimodal deep learning.
+
+Importing it is cheap; submodules (``mmcourse.data``, ``mmcourse.check``, ...) load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_SUBMODULES = {
+    "attributes", "cca", "check", "data", "grading", "models", "notebook", "retrieval", "runtime",
+    "training", "widgets", "course",
+}
+
+
+def start(seed: int = 0, *, threads: int | None = None, quiet: bool = False):
+    """Set up a notebook (device, threads, seeds); see :func:`mmcourse.runtime.start`."""
+    from mmcourse.runtime import start as _start
+
+    return _start(seed, threads=threads, quiet=quiet)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"mmcourse.{name}")
+    raise AttributeError(f"module 'mmcourse' has no attribute {name!r}")

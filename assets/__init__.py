@@ -1,0 +1,1 @@
+"""Bundled course assets (checkpoints, figures); installed as the package ``mmcourse.assets``."""

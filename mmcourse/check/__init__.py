@@ -1,0 +1,23 @@
+"""Exercise checks: ``check.exercise("01.cosine", my_function)`` raises an AnswerError that says what to fix.
+
+Each notebook's exercises are registered by its own module here; the registry is what graders use too.
+"""
+
+from mmcourse.check import joint_embeddings  # noqa: F401  (registers the notebook 01 exercises)
+from mmcourse.check.core import (
+    EXERCISES,
+    AnswerError,
+    Case,
+    Exercise,
+    exercise,
+    expect_close,
+    expect_equal,
+    expect_number,
+    expect_tensor,
+    register,
+)
+
+__all__ = [
+    "EXERCISES", "AnswerError", "Case", "Exercise", "exercise", "expect_close", "expect_equal", "expect_number",
+    "expect_tensor", "register",
+]

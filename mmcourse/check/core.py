@@ -1,0 +1,165 @@
+"""The machinery behind the exercise checks: hidden cases, a reference answer, helpful messages.
+
+An :class:`Exercise` knows how to draw its test cases, the reference solution and how to compare
+an answer with it. ``exercise(id, answer)`` runs the student's function on every case and raises
+:class:`AnswerError` (an ``AssertionError``, so nbval marks the cell as failed) with a message that
+says which case failed, what was expected and what came instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+Tensor = torch.Tensor
+
+
+class AnswerError(AssertionError):
+    """A wrong (or missing) answer to an exercise; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One hidden test input. ``name`` is shown to the student when the case fails."""
+
+    name: str
+    args: tuple
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Exercise:
+    id: str
+    title: str
+    cases: Callable[[torch.Generator], list[Case]]
+    reference: Callable[..., Any]
+    compare: Callable[[Any, Any], None]  # raises AnswerError (without the case prefix)
+    hint: str = ""
+
+
+EXERCISES: dict[str, Exercise] = {}
+
+
+def register(ex: Exercise) -> Exercise:
+    if ex.id in EXERCISES:
+        raise ValueError(f"exercise {ex.id!r} registered twice")
+    EXERCISES[ex.id] = ex
+    return ex
+
+
+def _clone(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.clone()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_clone(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _clone(v) for k, v in value.items()}
+    return value
+
+
+def exercise(exercise_id: str, answer: Callable[..., Any], *, seed: int = 0, quiet: bool = False) -> int:
+    """Check ``answer`` (the student's function) against exercise ``exercise_id``.
+
+    Raises :class:`AnswerError` on the first failing case; returns the number of cases passed.
+    """
+    if exercise_id not in EXERCISES:
+        known = ", ".join(sorted(EXERCISES))
+        raise KeyError(f"no exercise {exercise_id!r}; known exercises: {known}")
+    ex = EXERCISES[exercise_id]
+    label = f"Exercise {ex.id} ({ex.title})"
+    if not callable(answer):
+        raise AnswerError(f"{label}: pass your function itself, not {type(answer).__name__} (no parentheses after its name)")
+    cases = ex.cases(torch.Generator().manual_seed(seed))
+    for case in cases:
+        expected = ex.reference(*_clone(case.args), **_clone(case.kwargs))
+        try:
+            given = answer(*_clone(case.args), **_clone(case.kwargs))
+        except NotImplementedError:
+            raise AnswerError(
+                f"{label}: not implemented yet. Replace `raise NotImplementedError` in the exercise cell with your code."
+            ) from None
+        except Exception as err:  # a crash is a wrong answer, with the crash as the message
+            raise AnswerError(f"{label}, case '{case.name}': your function raised {type(err).__name__}: {err}") from None
+        try:
+            ex.compare(given, expected)
+        except AnswerError as err:
+            hint = f"\nHint: {ex.hint}" if ex.hint else ""
+            raise AnswerError(f"{label}, case '{case.name}': {err}{hint}") from None
+    if not quiet:
+        print(f"\u2713 {label}: all {len(cases)} cases pass")
+    return len(cases)
+
+
+# --------------------------------------------------------------------------------------- comparisons
+
+
+def _shape(t: Tensor) -> tuple[int, ...]:
+    return tuple(t.shape)
+
+
+def expect_tensor(
+    given: Any, *, name: str = "the result", shape: tuple[int, ...] | None = None, dtype: str | torch.dtype | None = None
+) -> Tensor:
+    """``given`` as a tensor with the expected shape and dtype kind, finite; else :class:`AnswerError`.
+
+    ``dtype`` is a ``torch.dtype`` or one of ``"float"`` (any floating point) and ``"integer"``.
+    """
+    if not isinstance(given, Tensor):
+        raise AnswerError(f"{name} should be a torch.Tensor, got {type(given).__name__}")
+    if shape is not None and _shape(given) != tuple(shape):
+        raise AnswerError(f"{name} should have shape {tuple(shape)}, got {_shape(given)}")
+    if dtype == "float" and not given.is_floating_point():
+        raise AnswerError(f"{name} should be a floating-point tensor, got dtype {given.dtype}")
+    if dtype == "integer" and (given.is_floating_point() or given.is_complex() or given.dtype == torch.bool):
+        raise AnswerError(f"{name} should be an integer tensor (e.g. torch.long), got dtype {given.dtype}")
+    if isinstance(dtype, torch.dtype) and given.dtype != dtype:
+        raise AnswerError(f"{name} should have dtype {dtype}, got {given.dtype}")
+    if given.is_floating_point():
+        bad = ~torch.isfinite(given.detach())
+        if bad.any():
+            where = tuple(bad.nonzero()[0].tolist())
+            kind = "NaN" if torch.isnan(given.detach()).any() else "inf"
+            raise AnswerError(f"{name} contains {kind} ({int(bad.sum())} of {given.numel()} entries, first at index {where})")
+    return given
+
+
+def expect_close(given: Any, expected: Tensor, *, name: str = "the result", atol: float = 1e-5, rtol: float = 1e-4) -> None:
+    """Same shape as ``expected``, finite, and equal within ``atol + rtol * |expected|``."""
+    given = expect_tensor(given, name=name, shape=_shape(expected), dtype="float" if expected.is_floating_point() else None)
+    g, e = given.detach().double().cpu(), expected.detach().double().cpu()
+    err = (g - e).abs()
+    bad = err > atol + rtol * e.abs()
+    if bad.any():
+        where = tuple(bad.nonzero()[0].tolist())
+        raise AnswerError(
+            f"{name} has wrong values: at index {where} expected {e[where].item():.6g}, got {g[where].item():.6g} "
+            f"({int(bad.sum())} of {e.numel()} entries off; largest difference {err.max().item():.3g})"
+        )
+
+
+def expect_number(given: Any, expected: float, *, name: str = "the result", atol: float = 1e-6) -> None:
+    """A Python number (or 0-d tensor) within ``atol`` of ``expected``."""
+    if isinstance(given, Tensor):
+        if given.numel() != 1:
+            raise AnswerError(f"{name} should be a single number, got a tensor of shape {_shape(given)}")
+        given = given.item()
+    if isinstance(given, bool) or not isinstance(given, (int, float)):
+        raise AnswerError(f"{name} should be a number, got {type(given).__name__}")
+    if given != given:
+        raise AnswerError(f"{name} is NaN")
+    if abs(given - expected) > atol:
+        raise AnswerError(f"{name} should be {expected:.6g}, got {given:.6g}")
+
+
+def expect_equal(given: Any, expected: Tensor, *, name: str = "the result") -> None:
+    """An integer tensor equal to ``expected`` entry for entry."""
+    given = expect_tensor(given, name=name, shape=_shape(expected), dtype="integer")
+    bad = given.cpu() != expected.cpu()
+    if bad.any():
+        where = tuple(bad.nonzero()[0].tolist())
+        raise AnswerError(
+            f"{name} differs at index {where}: expected {expected[where].item()}, got {given[where].item()} "
+            f"({int(bad.sum())} of {expected.numel()} entries differ)"
+        )

@@ -1,0 +1,156 @@
+"""The ``mmcourse`` command: run notebooks headless, rebuild checkpoints, regenerate the README table."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from mmcourse.course import load_course
+
+    course = load_course()
+    for nb in course.notebooks:
+        print(f"{nb.id}  {nb.status:8s} {nb.minutes:3d} min  {nb.title}  ({nb.path})")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from nbclient.exceptions import CellExecutionError
+
+    from mmcourse import notebook
+    from mmcourse.course import load_course, load_timings, timings_path
+
+    course = load_course()
+    nb_info = course.find(args.notebook)
+    if not nb_info.written:
+        print(f"notebook {nb_info.id} ({nb_info.title}) is planned, not written yet", file=sys.stderr)
+        return 2
+    nb = notebook.read(course.root / nb_info.path)
+    if args.student:
+        from mmcourse.grading.release import student_version
+
+        nb = student_version(nb)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"{nb_info.id}_{nb_info.slug}{'_student' if args.student else ''}.ipynb"
+    try:
+        nb, seconds = notebook.execute(nb, cwd=course.root / "notebooks", timeout=args.timeout, allow_errors=args.student)
+    except CellExecutionError as err:
+        import nbformat
+
+        nbformat.write(nb, out)
+        print(f"{nb_info.id} {nb_info.slug}: a cell failed (partial output in {out})\n{err}", file=sys.stderr)
+        return 1
+    import nbformat
+
+    nbformat.write(nb, out)
+    print(f"{nb_info.id} {nb_info.slug}: ran in {seconds:.1f} s -> {out}")
+    if args.student:
+        for idx, ename, evalue in notebook.errors(nb):
+            print(f"  cell {idx}: {ename}: {evalue.splitlines()[0] if evalue else ''}")
+    if args.record and not args.student:
+        timings = load_timings(course.root)
+        timings[nb_info.id] = {
+            "seconds": round(seconds, 1),
+            "date": dt.date.today().isoformat(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_implementation()} {platform.python_version()}",
+        }
+        path = timings_path(course.root)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n")
+        print(f"recorded in {path.relative_to(course.root)}; run `mmcourse readme` to update the README table")
+    return 0
+
+
+def _cmd_readme(args: argparse.Namespace) -> int:
+    from mmcourse.course import load_course, render_readme
+
+    course = load_course()
+    path = course.root / "README.md"
+    current = path.read_text(encoding="utf-8")
+    fresh = render_readme(current, course)
+    if args.check:
+        if fresh != current:
+            print("README.md is stale: run `mmcourse readme` and commit the result", file=sys.stderr)
+            return 1
+        print("README.md is up to date")
+        return 0
+    if fresh != current:
+        path.write_text(fresh, encoding="utf-8")
+        print("README.md updated")
+    else:
+        print("README.md already up to date")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import time
+
+    from mmcourse import pretrained
+
+    if args.name not in pretrained.RECIPES:
+        print(f"no recipe {args.name!r}; available: {', '.join(sorted(pretrained.RECIPES))}", file=sys.stderr)
+        return 2
+    import mmcourse
+
+    mmcourse.start(args.seed)
+    start = time.perf_counter()
+    model, metrics = pretrained.RECIPES[args.name].train(seed=args.seed, progress=not args.quiet)
+    seconds = time.perf_counter() - start
+    extra = {
+        "metrics": metrics,
+        "train": {
+            "seed": args.seed,
+            "seconds": round(seconds, 1),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+            "torch": __import__("torch").__version__,
+            "date": dt.date.today().isoformat(),
+        },
+    }
+    path = pretrained.save(args.name, model, model.config, extra)
+    print(f"{args.name}: trained in {seconds:.0f} s, wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mmcourse", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="the notebooks in course order")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("run", help="execute a notebook headless in a fresh kernel and time it")
+    p.add_argument("notebook", help="notebook id (01) or slug")
+    p.add_argument("--out", default="build/executed", help="folder for the executed .ipynb (default: build/executed)")
+    p.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell")
+    p.add_argument("--record", action="store_true", help="store the wall time for the README table")
+    p.add_argument("--student", action="store_true", help="run the student version (solutions stubbed); list failing cells")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("readme", help="regenerate the README's course table from course.yml")
+    p.add_argument("--check", action="store_true", help="only check; exit 1 when the README is stale")
+    p.set_defaults(func=_cmd_readme)
+
+    p = sub.add_parser("train", help="rebuild a bundled checkpoint from scratch")
+    p.add_argument("name")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, KeyError) as err:  # CourseError, CheckpointError, ...
+        print(f"mmcourse {args.command}: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
