@@ -6,15 +6,10 @@ Importing it is cheap; submodules (``mmcourse.data``, ``mmcourse.check``, ...) l
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 __version__ = "0.1.0"
-
-_SUBMODULES = {
-    "attributes", "cca", "check", "data", "grading", "models", "notebook", "retrieval", "runtime",
-    "training", "widgets", "course",
-}
-
 
 def start(seed: int = 0, *, threads: int | None = None, quiet: bool = False):
     """Set up a notebook (device, threads, seeds); see :func:`mmcourse.runtime.start`."""
@@ -24,6 +19,7 @@ def start(seed: int = 0, *, threads: int | None = None, quiet: bool = False):
 
 
 def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
+    """``mmcourse.pretrained``, ``mmcourse.check``, ...: any submodule, imported on first use."""
+    if not name.startswith("_") and importlib.util.find_spec(f"mmcourse.{name}") is not None:
         return importlib.import_module(f"mmcourse.{name}")
     raise AttributeError(f"module 'mmcourse' has no attribute {name!r}")

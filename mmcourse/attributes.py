@@ -125,19 +125,22 @@ def evaluate_attributes(model: AttributePredictor, *, seed: int = 12345, n: int 
 
 
 def train_attribute_predictor(
-    *, seed: int = 0, steps: int = 2000, n_images: int = 20000, batch_size: int = 128, progress: bool = True
+    *, seed: int = 0, steps: int = 3000, batch_size: int = 128, progress: bool = True
 ) -> tuple[AttributePredictor, dict]:
-    """The recipe behind the bundled ``attributes_shapes`` checkpoint (train split only, mixed styles)."""
-    from mmcourse.data.shapes import make_shapes
-    from mmcourse.training import batches_of, fit
+    """The recipe behind the bundled ``attributes_shapes`` checkpoint: fresh train-split images every
+    step (mixed styles), never a held-out pair."""
+    from mmcourse.data.shapes import stream_shapes
+    from mmcourse.training import fit
 
     torch.manual_seed(seed)
-    data = make_shapes(n_images, seed=1000 + seed, split="train", style=TRAIN_STYLES)
+    stream = ((b.images, b.color_ids, b.shape_ids) for b in stream_shapes(
+        batch_size, seed=1_000_000 + 1000 * seed, split="train", style=TRAIN_STYLES
+    ))
     model = AttributePredictor()
     losses = fit(
         model,
         lambda m, b: m.loss(m(b[0]), b[1], b[2]),
-        batches_of((data.images, data.color_ids, data.shape_ids), batch_size, seed=seed),
+        stream,
         steps=steps,
         lr=3e-3,
         progress=progress,

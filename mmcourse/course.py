@@ -57,7 +57,7 @@ class Course:
 
 def repo_root(start: Path | None = None) -> Path:
     """The nearest folder at or above ``start`` (default: the working directory, then this package) holding course.yml."""
-    candidates = [Path.cwd() if start is None else Path(start), Path(__file__).resolve().parent]
+    candidates = [Path.cwd(), Path(__file__).resolve().parent] if start is None else [Path(start)]
     for base in candidates:
         for folder in (base, *base.parents):
             if (folder / "course.yml").is_file():
@@ -106,10 +106,13 @@ def validate(course: Course) -> list[str]:
         for ex in nb.exercises:
             if not str(ex.get("id", "")).startswith(nb.id + "."):
                 problems.append(f"notebook {nb.id}: exercise id {ex.get('id')!r} should start with '{nb.id}.'")
-            if ex.get("id") in seen_ex:
+            if "id" not in ex:
+                continue
+            if ex["id"] in seen_ex:
                 problems.append(f"exercise {ex['id']} is listed twice")
-            seen_ex.add(ex.get("id"))
-            if not isinstance(ex.get("points"), int) or ex["points"] <= 0:
+            seen_ex.add(ex["id"])
+            points = ex.get("points")
+            if isinstance(points, bool) or not isinstance(points, int) or points <= 0:
                 problems.append(f"exercise {ex.get('id')}: points must be a positive int")
     return problems
 

@@ -28,7 +28,10 @@ def recall_at_k(similarity: Tensor, k: int, relevant: Tensor | None = None) -> f
 
     Without ``relevant``, query ``i``'s only relevant item is column ``i`` (the paired item), and a
     query counts as found when fewer than ``k`` columns score strictly higher than it. With
-    ``relevant`` (a boolean (N, M) matrix), any relevant column in the top ``k`` counts.
+    ``relevant`` (a boolean (N, M) matrix), a query is found when fewer than ``k`` irrelevant columns
+    score at least as high as its best relevant column.
+    Ties count against the query: a column scoring exactly as high as the match ranks ahead of it, so
+    a collapsed embedding (all similarities equal) finds nothing rather than everything.
     """
     if similarity.ndim != 2:
         raise ValueError(f"similarity must be (N, M), got shape {tuple(similarity.shape)}")
@@ -37,12 +40,14 @@ def recall_at_k(similarity: Tensor, k: int, relevant: Tensor | None = None) -> f
     if relevant is None:
         n = min(similarity.shape)
         positive = similarity[torch.arange(n), torch.arange(n)]
-        rank = (similarity[:n] > positive[:, None]).sum(dim=1)
+        rank = (similarity[:n] >= positive[:, None]).sum(dim=1) - 1  # the match ties with itself
         return (rank < k).float().mean().item()
     if relevant.shape != similarity.shape:
         raise ValueError(f"relevant must have the shape of similarity {tuple(similarity.shape)}, got {tuple(relevant.shape)}")
-    top = retrieve(similarity, k)
-    return relevant.gather(1, top).any(dim=1).float().mean().item()
+    relevant = relevant.bool()
+    best = similarity.masked_fill(~relevant, float("-inf")).amax(dim=1)  # the best relevant score per query
+    ahead = ((similarity >= best[:, None]) & ~relevant).sum(dim=1)  # irrelevant items at least as high
+    return ((ahead < k) & relevant.any(dim=1)).float().mean().item()
 
 
 def recall_table(image_emb: Tensor, text_emb: Tensor, relevant: Tensor, ks: tuple[int, ...] = (1, 5, 10)) -> dict:

@@ -175,11 +175,6 @@ def test_bad_points(sandbox, points):
     assert any("01.extra" in p and "points" in p for p in problems), problems
 
 
-@pytest.mark.xfail(
-    reason="validate() reads ex['id'] when reporting a duplicate, so two exercises without an id raise "
-    "KeyError instead of being reported",
-    strict=True,
-)
 def test_exercises_without_id_are_reported_not_crashed(sandbox):
     first = sandbox.notebooks[0]
     doctored = _replace_notebook(sandbox, 0, exercises=[*first.exercises, {"points": 1}, {"points": 2}])

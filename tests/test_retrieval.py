@@ -100,12 +100,6 @@ def test_recall_is_monotone_in_k():
     assert values[-1] == 1.0
 
 
-@pytest.mark.xfail(
-    reason="without `relevant`, ties count as found (only strictly higher columns push the pair down), so "
-    "collapsed embeddings (a constant similarity matrix) score a perfect Recall@1, while the `relevant` "
-    "variant breaks the same ties with topk and scores 1/N",
-    strict=True,
-)
 def test_ties_do_not_make_a_collapsed_model_perfect():
     sim = torch.zeros(5, 5)  # e.g. every embedding identical
     eye = torch.eye(5, dtype=torch.bool)

@@ -224,11 +224,6 @@ def test_qa_answers_match_the_objects(mixed):
                 pytest.fail(f"unexpected question {q!r}")
 
 
-@pytest.mark.xfail(
-    reason="_questions asks 'what size is the <colour> <shape>?' once per object, so an image with two "
-    "objects of the same colour and shape but different sizes gets the same question with two answers",
-    strict=True,
-)
 def test_qa_questions_have_a_single_answer(train_multi):
     for i, qa in enumerate(train_multi.qa):
         answers: dict[str, set[str]] = {}
@@ -329,11 +324,6 @@ def test_subset_of_everything_is_the_same_data():
     _same(data.subset(torch.ones(12, dtype=torch.bool)), data)
 
 
-@pytest.mark.xfail(
-    reason="qa is seeded by position (_qa_seed + i), so subset() before the first .qa access gives the "
-    "images of the subset other questions than they get in the full data",
-    strict=True,
-)
 def test_subset_qa_does_not_depend_on_access_order():
     fresh = make_shapes(30, seed=1, objects=(1, 3))
     first_qa = make_shapes(30, seed=1, objects=(1, 3))

@@ -59,10 +59,10 @@ def _clone(value: Any) -> Any:
     return value
 
 
-def exercise(exercise_id: str, answer: Callable[..., Any], *, seed: int = 0, quiet: bool = False) -> int:
+def exercise(exercise_id: str, answer: Callable[..., Any], *, seed: int = 0, quiet: bool = False) -> None:
     """Check ``answer`` (the student's function) against exercise ``exercise_id``.
 
-    Raises :class:`AnswerError` on the first failing case; returns the number of cases passed.
+    Raises :class:`AnswerError` on the first failing case; otherwise prints how many cases passed.
     """
     if exercise_id not in EXERCISES:
         known = ", ".join(sorted(EXERCISES))
@@ -89,7 +89,6 @@ def exercise(exercise_id: str, answer: Callable[..., Any], *, seed: int = 0, qui
             raise AnswerError(f"{label}, case '{case.name}': {err}{hint}") from None
     if not quiet:
         print(f"\u2713 {label}: all {len(cases)} cases pass")
-    return len(cases)
 
 
 # --------------------------------------------------------------------------------------- comparisons

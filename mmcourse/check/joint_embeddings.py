@@ -42,6 +42,7 @@ def _recall_cases(g: torch.Generator) -> list[Case]:
         Case("random 20x20, k=5", (rand, 5)),
         Case("random 12x12 with a strong diagonal, k=1", (rand_eye, 1)),
         Case("random 12x12 with a strong diagonal, k=3", (rand_eye, 3)),
+        Case("5x5, all similarities equal (ties count against the match), k=2", (torch.zeros(5, 5), 2)),
     ]
 
 
@@ -52,8 +53,8 @@ register(
         cases=_recall_cases,
         reference=recall_at_k,
         compare=lambda given, expected: expect_number(given, expected, name="Recall@K", atol=1e-6),
-        hint="row i is query i and its match is column i; count the queries whose match is among the k largest "
-        "entries of their row, and divide by the number of queries (a float between 0 and 1).",
+        hint="row i is query i and its match is column i; a query is found when fewer than k other entries of its "
+        "row score at least as high as the match (ties count against it); return the found fraction as a float.",
     )
 )
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -122,7 +122,8 @@ _MULTI_TEMPLATES = (
 
 _SIZE_RANGES = {"small": (0.13, 0.17), "medium": (0.18, 0.23), "large": (0.24, 0.30)}  # radius / image size
 _MULTI_SCALE = 0.8  # objects shrink when they share the canvas
-_CHUNK = 256  # images rendered at once; fixed so results do not depend on n
+_CHUNK = 256
+_SEED_RANGE = 2**63  # seeds are reduced into torch.Generator's range, so any int works  # images rendered at once; fixed so results do not depend on n
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ class ShapesData:
     color_ids: Tensor  # (n,) long, index into COLORS of the subject
     shape_ids: Tensor  # (n,) long, index into SHAPES of the subject
     attributes: Tensor  # (n, len(ATTRIBUTES)) float multi-hot over all objects
-    _qa_seed: int = field(default=0, repr=False)
+    _qa_seeds: list[int] = field(default_factory=list, repr=False)  # one per image, travels with subset
     _qa: list[list[tuple[str, str]]] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -168,7 +169,7 @@ class ShapesData:
     def qa(self) -> list[list[tuple[str, str]]]:
         """Question-answer pairs per image (counting, colour, shape, size, yes/no), made on first use."""
         if self._qa is None:
-            self._qa = [_questions(objs, self._qa_seed + i) for i, objs in enumerate(self.objects)]
+            self._qa = [_questions(objs, s) for objs, s in zip(self.objects, self._qa_seeds)]
         return self._qa
 
     def subset(self, index: Sequence[int] | Tensor) -> "ShapesData":
@@ -182,7 +183,7 @@ class ShapesData:
         return ShapesData(
             self.images[idx], pick(self.captions), pick(self.colors), pick(self.shapes), pick(self.sizes),
             pick(self.styles), pick(self.backgrounds), pick(self.objects), self.counts[idx],
-            self.color_ids[idx], self.shape_ids[idx], self.attributes[idx], self._qa_seed, qa,
+            self.color_ids[idx], self.shape_ids[idx], self.attributes[idx], pick(self._qa_seeds), qa,
         )
 
 
@@ -251,12 +252,12 @@ def make_shapes(
         raise ValueError(f"objects must be an int in 1..3 or a range (lo, hi) within it, got {objects!r}")
     _check_choice("captions", captions, ("varied", "plain"))
 
-    g = torch.Generator().manual_seed(seed * len(SPLITS) + SPLITS.index(split))
+    g = torch.Generator().manual_seed((seed * len(SPLITS) + SPLITS.index(split)) % _SEED_RANGE)
     scene = _draw_scene(n, lo, hi, allowed, len(styles), g)
     images = torch.empty(n, 3, size, size)
     for start in range(0, n, _CHUNK):
         stop = min(start + _CHUNK, n)
-        noise_gen = torch.Generator().manual_seed(seed * 1_000_003 + SPLITS.index(split) * 7919 + start)
+        noise_gen = torch.Generator().manual_seed((seed * 1_000_003 + SPLITS.index(split) * 7919 + start) % _SEED_RANGE)
         images[start:stop] = _render(scene, slice(start, stop), size, styles, noise_gen)
 
     return _annotate(images, scene, styles, captions, seed)
@@ -444,7 +445,7 @@ def _annotate(images: Tensor, scene: dict, styles: tuple, caption_mode: str, see
         color_ids=subject_color,
         shape_ids=subject_shape,
         attributes=attributes,
-        _qa_seed=seed * 100_003,
+        _qa_seeds=[(seed * 100_003 + i) % _SEED_RANGE for i in range(n)],
     )
 
 
@@ -483,12 +484,14 @@ def _questions(objs: tuple[ShapeObject, ...], seed: int) -> list[tuple[str, str]
     qa = [("how many shapes are there?", COUNT_WORDS[len(objs) - 1])]
     shape_counts = {s: sum(o.shape == s for o in objs) for s in {o.shape for o in objs}}
     color_counts = {c: sum(o.color == c for o in objs) for c in {o.color for o in objs}}
+    pair_counts = {p: sum((o.color, o.shape) == p for o in objs) for p in {(o.color, o.shape) for o in objs}}
     for o in objs:
         if shape_counts[o.shape] == 1:
             qa.append((f"what color is the {o.shape}?", o.color))
         if color_counts[o.color] == 1:
             qa.append((f"what shape is the {o.color} object?", o.shape))
-        qa.append((f"what size is the {o.color} {o.shape}?", o.size))
+        if pair_counts[(o.color, o.shape)] == 1:
+            qa.append((f"what size is the {o.color} {o.shape}?", o.size))
     present = {(o.color, o.shape) for o in objs}
     c, s = COLORS[int(torch.randint(len(COLORS), (1,), generator=g))], SHAPES[int(torch.randint(len(SHAPES), (1,), generator=g))]
     qa.append((f"is there a {c} {s}?", "yes" if (c, s) in present else "no"))
@@ -511,3 +514,18 @@ def _check_int(name: str, value: object, low: int | None = None) -> int:
 def _check_choice(name: str, value: object, choices: Sequence[str]) -> None:
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(map(repr, choices))}")
+
+
+def stream_shapes(batch_size: int, *, seed: int, block: int = 64, **kwargs) -> Iterator[ShapesData]:
+    """Endless batches of fresh images: every ``block`` batches are generated with the next seed.
+
+    Training on a stream instead of a fixed set means a model never sees the same picture twice,
+    so it cannot memorise texture noise. ``kwargs`` go to :func:`make_shapes`.
+    """
+    _check_int("batch_size", batch_size, low=1)
+    k = 0
+    while True:
+        data = make_shapes(batch_size * block, seed=seed + k, **kwargs)
+        k += 1
+        for start in range(0, len(data), batch_size):
+            yield data.subset(torch.arange(start, start + batch_size))

@@ -1,0 +1,59 @@
+"""The `mmcourse` command: list, readme, run (errors), train (errors), and `python -m mmcourse`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from mmcourse.cli import main
+from mmcourse.course import load_course
+
+
+def run_cli(*args):
+    root = load_course().root
+    return subprocess.run([sys.executable, "-m", "mmcourse", *args], capture_output=True, text=True, cwd=root, timeout=120)
+
+
+def test_list_prints_the_course_in_order(capsys):
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line[:2] for line in lines] == [f"{i:02d}" for i in range(1, 10)]
+
+
+def test_readme_is_up_to_date():
+    proc = run_cli("readme", "--check")
+    assert proc.returncode == 0, proc.stderr + "\n(run `mmcourse readme` and commit README.md)"
+
+
+def test_run_unknown_notebook_is_a_clear_error(capsys):
+    assert main(["run", "42"]) == 2
+    assert "no notebook '42'" in capsys.readouterr().err
+
+
+def test_run_planned_notebook_says_so(capsys):
+    assert main(["run", "09"]) == 2
+    assert "planned" in capsys.readouterr().err
+
+
+def test_train_unknown_recipe(capsys):
+    assert main(["train", "nothing"]) == 2
+    assert "attributes_shapes" in capsys.readouterr().err
+
+
+def test_python_dash_m_works_and_failing_notebook_exits_nonzero(tmp_path, monkeypatch):
+    """`mmcourse run` on a notebook whose cell raises writes the partial output and exits 1."""
+    root = tmp_path / "course"
+    (root / "notebooks").mkdir(parents=True)
+    src = load_course().root / "course.yml"
+    text = src.read_text().replace("status: ready", "status: planned")
+    text = text.replace("path: notebooks/09_audio.py\n    status: planned", "path: notebooks/09_audio.py\n    status: draft")
+    (root / "course.yml").write_text(text)
+    (root / "notebooks" / "09_audio.py").write_text(
+        "# ---\n# jupyter:\n#   kernelspec:\n#     display_name: Python 3\n#     language: python\n#     name: python3\n# ---\n\n"
+        "# %%\nx = 1\n\n# %%\nraise RuntimeError('boom in cell 2')\n"
+    )
+    proc = subprocess.run([sys.executable, "-m", "mmcourse", "run", "09", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, cwd=root, timeout=300)
+    assert proc.returncode == 1
+    assert "boom in cell 2" in proc.stderr
+    assert (tmp_path / "out" / "09_audio.ipynb").is_file()
