@@ -125,7 +125,7 @@ def evaluate_attributes(model: AttributePredictor, *, seed: int = 12345, n: int 
 
 
 def train_attribute_predictor(
-    *, seed: int = 0, steps: int = 3000, batch_size: int = 128, progress: bool = True
+    *, seed: int = 0, steps: int = 6000, batch_size: int = 128, progress: bool = True
 ) -> tuple[AttributePredictor, dict]:
     """The recipe behind the bundled ``attributes_shapes`` checkpoint: fresh train-split images every
     step (mixed styles), never a held-out pair."""

@@ -83,3 +83,13 @@ def test_weights_that_do_not_fit_the_model_are_explained(assets_copy):
 def test_unknown_name_lists_the_available_ones():
     with pytest.raises(KeyError, match="attributes_shapes"):
         pretrained.load("no_such_model")
+
+
+def test_the_training_recipe_is_deterministic():
+    """Same seed, same weights: a short run of the attributes recipe, twice."""
+    from mmcourse.attributes import train_attribute_predictor
+
+    a, _ = train_attribute_predictor(seed=3, steps=8, batch_size=16, progress=False)
+    b, _ = train_attribute_predictor(seed=3, steps=8, batch_size=16, progress=False)
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name

@@ -59,26 +59,35 @@ class RetrievalExplorer:
         return top.indices.tolist(), top.values.tolist(), xy[0]
 
     def render(self, text: str):
+        """A figure: the top-k images as one strip (with their cosine scores) and the 2-D map."""
         import matplotlib.pyplot as plt
 
         idx, scores, qxy = self.search(text)
         self.last_indices = idx
-        fig = plt.figure(figsize=(10, 3.6), layout="constrained")
-        grid = fig.add_gridspec(2, self.k // 2 + 3)
-        for j, (i, s) in enumerate(zip(idx, scores)):
-            ax = fig.add_subplot(grid[j // (self.k // 2), j % (self.k // 2)])
-            ax.imshow(self.images[i].permute(1, 2, 0).numpy(), interpolation="nearest")
-            ax.set_title(f"#{j + 1}  cos {s:.2f}", fontsize=8)
-            ax.axis("off")
-        ax = fig.add_subplot(grid[:, self.k // 2 :])
+        cols = (self.k + 1) // 2
+        thumbs = self.images[idx]
+        pad = torch.ones(len(idx), 3, thumbs.shape[2] + 4, thumbs.shape[3] + 4)
+        pad[:, :, 2:-2, 2:-2] = thumbs
+        pad = torch.cat([pad, torch.ones(2 * cols - len(idx), *pad.shape[1:])])
+        h, w = pad.shape[2], pad.shape[3]
+        grid = pad.view(2, cols, 3, h, w).permute(0, 3, 1, 4, 2).reshape(2 * h, cols * w, 3)
+
+        fig, (ax_img, ax_map) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [cols, 3]})
+        ax_img.imshow(grid.numpy(), interpolation="nearest")
+        for j, s in enumerate(scores):
+            ax_img.text((j % cols) * w + 3, (j // cols) * h + 1, f"{j + 1}: {s:.2f}", fontsize=7, va="top",
+                        bbox={"facecolor": "white", "alpha": 0.7, "pad": 1, "linewidth": 0})
+        ax_img.set_title(f"top {self.k} images (rank: cosine)", fontsize=9)
+        ax_img.axis("off")
         xy = self._xy.numpy()
-        ax.scatter(xy[:, 0], xy[:, 1], s=8, c=self.point_colors, alpha=0.35, linewidths=0)
-        ax.scatter(xy[idx, 0], xy[idx, 1], s=40, facecolors="none", edgecolors="black", label=f"top {self.k}")
-        ax.scatter([qxy[0].item()], [qxy[1].item()], marker="*", s=250, c="black", label="the caption")
-        ax.set_title(f"image embeddings, first two principal components\nquery: {text!r}", fontsize=9)
-        ax.set_xlabel("PC 1")
-        ax.set_ylabel("PC 2")
-        ax.legend(loc="best", fontsize=8)
+        ax_map.scatter(xy[:, 0], xy[:, 1], s=8, c=self.point_colors, alpha=0.35, linewidths=0)
+        ax_map.scatter(xy[idx, 0], xy[idx, 1], s=40, facecolors="none", edgecolors="black", label=f"top {self.k}")
+        ax_map.scatter([qxy[0].item()], [qxy[1].item()], marker="*", s=250, c="black", label="the caption")
+        ax_map.set_title(f"image embeddings, first two principal components\nquery: {text!r}", fontsize=9)
+        ax_map.set_xlabel("PC 1")
+        ax_map.set_ylabel("PC 2")
+        ax_map.legend(loc="best", fontsize=8)
+        fig.tight_layout()
         return fig
 
     def widget(self):
