@@ -119,6 +119,30 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_release(args: argparse.Namespace) -> int:
+    from mmcourse.grading.release import release
+
+    for path in release(args.out):
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_grade(args: argparse.Namespace) -> int:
+    from mmcourse.grading import grade
+
+    paths = grade.collect(args.submissions)
+    if not paths:
+        print("no submissions found (give .ipynb files or folders holding them)", file=sys.stderr)
+        return 2
+    start = __import__("time").perf_counter()
+    results = grade.grade_many(paths, jobs=args.jobs, seed=args.seed, exercise_timeout=args.timeout)
+    grade.write_reports(results, args.json, args.csv)
+    print(grade.table(results))
+    seconds = __import__("time").perf_counter() - start
+    print(f"\ngraded {len(results)} submission(s) in {seconds:.1f} s" + (f"; JSON: {args.json}" if args.json else "") + (f"; CSV: {args.csv}" if args.csv else ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mmcourse", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,6 +167,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("release", help="write the student version of every written notebook (.ipynb)")
+    p.add_argument("--out", required=True, help="folder for the student notebooks")
+    p.set_defaults(func=_cmd_release)
+
+    p = sub.add_parser("grade", help="grade submitted notebooks (files or folders of them)")
+    p.add_argument("submissions", nargs="+")
+    p.add_argument("--json", help="write the report as JSON here")
+    p.add_argument("--csv", help="write the report as CSV here")
+    p.add_argument("--jobs", type=int, default=max(1, min(4, os.cpu_count() or 1)), help="submissions graded at once")
+    p.add_argument("--timeout", type=int, default=60, help="seconds allowed per exercise")
+    p.add_argument("--seed", type=int, help="fix the hidden test inputs (default: drawn at random)")
+    p.set_defaults(func=_cmd_grade)
 
     args = parser.parse_args(argv)
     try:

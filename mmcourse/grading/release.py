@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+from pathlib import Path
 
 import nbformat
 
@@ -39,3 +40,51 @@ def student_version(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
         cell.outputs = []
         cell.execution_count = None
     return out
+
+
+def released_notebook(nb: nbformat.NotebookNode, notebook_id: str, version: str) -> nbformat.NotebookNode:
+    """The student version as it is handed out: stubs, no outputs, exercise cells tagged with their id,
+    every other cell read-only (JupyterLab and Notebook honour ``editable``/``deletable``), and
+    ``metadata.mmcourse`` naming the notebook so the grader knows what it is grading."""
+    out = student_version(nb)
+    for cell in out.cells:
+        cell.metadata.pop("lines_to_next_cell", None)
+        ex_id = cell.metadata.get("exercise")
+        if ex_id:
+            tags = [t for t in cell.metadata.get("tags", []) if not t.startswith("exercise")]
+            cell.metadata["tags"] = [*tags, "exercise", f"exercise:{ex_id}"]
+            cell.metadata["editable"] = True
+            cell.metadata["deletable"] = False
+        else:
+            cell.metadata["editable"] = False
+            cell.metadata["deletable"] = False
+        if "id" in cell:
+            del cell["id"]
+    out.metadata.pop("jupytext", None)
+    out.metadata["mmcourse"] = {"notebook": notebook_id, "version": version}
+    out.nbformat, out.nbformat_minor = 4, 4  # no random cell ids: same input, same bytes
+    return out
+
+
+def release(out_dir: str | Path, *, course=None) -> list[Path]:
+    """Write the student version of every written notebook to ``out_dir`` as ``NN_slug.ipynb``."""
+    import os
+
+    from mmcourse import __version__, notebook
+    from mmcourse.course import load_course
+
+    course = course or load_course()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for info in course.notebooks:
+        if not info.written:
+            continue
+        nb = released_notebook(notebook.read(course.root / info.path), info.id, __version__)
+        text = nbformat.writes(nb, version=4)
+        target = out_dir / f"{info.id}_{info.slug}.ipynb"
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+        os.replace(tmp, target)
+        written.append(target)
+    return written
