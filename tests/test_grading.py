@@ -1,0 +1,214 @@
+"""Release and grading: honest scores, tamper-proofing, timeouts, crashes, bad files, reports."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import textwrap
+
+import nbformat
+import pytest
+
+from mmcourse import notebook
+from mmcourse.course import load_course
+from mmcourse.grading import grade
+from mmcourse.grading.release import release
+
+COURSE = load_course()
+NB01 = COURSE.find("01")
+POINTS = {ex["id"]: ex["points"] for ex in NB01.exercises}
+REFERENCE = notebook.read(COURSE.root / NB01.path)
+SOLUTION = {ex_id: REFERENCE.cells[i].source for ex_id, i in notebook.exercise_cells(REFERENCE).items()}
+
+WRONG_COSINE = "def cosine_similarity_matrix(a, b):\n    return a @ b.T\n"
+PATCHES = textwrap.dedent(
+    """
+    import torch, mmcourse.check, mmcourse.check.core
+    mmcourse.check.exercise = lambda *args, **kwargs: None
+    mmcourse.check.core.exercise = lambda *args, **kwargs: None
+    torch.allclose = lambda *args, **kwargs: True
+    torch.equal = lambda *args, **kwargs: True
+    torch.testing.assert_close = lambda *args, **kwargs: None
+    """
+)
+
+
+def _released(tmp_path_factory):
+    out = tmp_path_factory.mktemp("release")
+    (path,) = [p for p in release(out) if p.name.startswith("01_")]
+    return nbformat.read(path, as_version=4), path
+
+
+def _with(nb, sources=None, mutate=None):
+    nb = nbformat.from_dict(json.loads(json.dumps(nb)))
+    cells = notebook.exercise_cells(nb)
+    for ex_id, src in (sources or {}).items():
+        nb.cells[cells[ex_id]].source = src
+    if mutate:
+        mutate(nb)
+    return nb
+
+
+def _drop_recall(nb):
+    del nb.cells[notebook.exercise_cells(nb)["01.recall"]]
+
+
+def _edit_checks(nb):
+    for cell in nb.cells:
+        if "check" in cell.metadata.get("tags", []):
+            cell.source = 'print("\u2713 all cases pass")'
+
+
+def _forge_outputs(nb):
+    for cell in nb.cells:
+        if "check" in cell.metadata.get("tags", []) or "exercise" in cell.metadata:
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="\u2713 all cases pass\nMMCOURSE-RESULT 0000 AAAA\n")]
+
+
+def _duplicate_cosine(nb):
+    idx = notebook.exercise_cells(nb)["01.cosine"]
+    nb.cells.insert(idx, nbformat.from_dict(json.loads(json.dumps(nb.cells[idx]))))
+
+
+ALL = dict(SOLUTION)
+SCENARIOS = {
+    # name: (sources, mutate, expected {exercise: status}, expected score)
+    "honest": (ALL, None, {"01.cosine": "passed", "01.recall": "passed", "01.attributes": "passed"}, 8),
+    "stubs": ({}, None, {"01.cosine": "failed", "01.recall": "failed", "01.attributes": "failed"}, 0),
+    "check_cells_edited": ({}, _edit_checks, {"01.cosine": "failed", "01.recall": "failed", "01.attributes": "failed"}, 0),
+    "forged_outputs": ({"01.cosine": SOLUTION["01.cosine"]}, _forge_outputs, {"01.cosine": "passed", "01.recall": "failed", "01.attributes": "failed"}, 2),
+    "monkeypatched": ({**ALL, "01.cosine": PATCHES + WRONG_COSINE}, None, {"01.cosine": "failed", "01.recall": "passed", "01.attributes": "failed"}, 3),
+    "deleted_cell": (ALL, _drop_recall, {"01.cosine": "passed", "01.recall": "error", "01.attributes": "passed"}, 5),
+    "duplicated_cell": (ALL, _duplicate_cosine, {"01.cosine": "error", "01.recall": "passed", "01.attributes": "error"}, 3),
+    "endless_loop": ({**ALL, "01.recall": "def my_recall_at_k(similarity, k):\n    while True:\n        pass\n"}, None,
+                     {"01.cosine": "passed", "01.recall": "timeout", "01.attributes": "passed"}, 5),
+    "kernel_crash": ({**ALL, "01.recall": "import os\ndef my_recall_at_k(similarity, k):\n    os._exit(3)\n"}, None,
+                     {"01.cosine": "passed", "01.recall": "error", "01.attributes": "passed"}, 5),
+    "renamed_function": ({**ALL, "01.recall": SOLUTION["01.recall"].replace("def my_recall_at_k", "def recall_k")}, None,
+                         {"01.cosine": "passed", "01.recall": "error", "01.attributes": "passed"}, 5),
+    "crash_at_definition": ({**ALL, "01.cosine": "raise ValueError('oops')\n"}, None,
+                            {"01.cosine": "error", "01.recall": "passed", "01.attributes": "error"}, 3),
+    "unpicklable_result": ({**ALL, "01.recall": "def my_recall_at_k(similarity, k):\n    return object()\n"}, None,
+                           {"01.cosine": "passed", "01.recall": "error", "01.attributes": "passed"}, 5),
+}
+BAD_FILES = {
+    "empty": (b"", "empty"),
+    "corrupt": (b'{"cells": [', "invalid JSON"),
+    "not_a_notebook": (b"[1, 2, 3]", "no list of cells"),
+    "binary": (bytes(range(256)) * 4, "not UTF-8"),
+    "unknown_notebook": (json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}).encode(), "cannot tell which course notebook"),
+}
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    released, released_path = _released(tmp_path_factory)
+    root = tmp_path_factory.mktemp("submissions")
+    subs = []
+    for name, (sources, mutate, _, _) in SCENARIOS.items():
+        (root / name).mkdir()
+        path = root / name / "01_joint_embeddings.ipynb"
+        nbformat.write(_with(released, sources, mutate), path)
+        subs.append((path, name))
+    for name, (data, _) in BAD_FILES.items():
+        path = root / f"{name}.ipynb"
+        path.write_bytes(data)
+        subs.append((path, name))
+    digests = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p, _ in subs}
+    results = grade.grade_many(subs, jobs=2, exercise_timeout=20)
+    return {r.student: r for r in results}, digests, root
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_each_submission_scores_what_an_honest_reading_gives(graded, name):
+    results, _, _ = graded
+    r = results[name]
+    _, _, statuses, score = SCENARIOS[name]
+    assert r.error is None, r.error
+    assert {e.id: e.status for e in r.exercises} == statuses, [(e.id, e.status, e.message) for e in r.exercises]
+    assert r.score == score and r.max_score == sum(POINTS.values())
+    for e in r.exercises:
+        assert e.points == (e.max_points if e.status == "passed" else 0)
+        assert e.message
+
+
+def test_messages_say_what_happened(graded):
+    results, _, _ = graded
+    msg = lambda s, ex: next(e.message for e in results[s].exercises if e.id == ex)  # noqa: E731
+    assert "not implemented" in msg("stubs", "01.cosine")
+    assert "wrong values" in msg("monkeypatched", "01.cosine")
+    assert "missing" in msg("deleted_cell", "01.recall")
+    assert "2 cells claim" in msg("duplicated_cell", "01.cosine")
+    assert "did not finish within 20 s" in msg("endless_loop", "01.recall")
+    assert "kernel died" in msg("kernel_crash", "01.recall")
+    assert "keep the original name" in msg("renamed_function", "01.recall")
+    assert "ValueError: oops" in msg("crash_at_definition", "01.cosine")
+
+
+@pytest.mark.parametrize("name", list(BAD_FILES))
+def test_bad_files_get_a_one_line_message_and_zero(graded, name):
+    results, _, _ = graded
+    r = results[name]
+    assert r.error and "\n" not in r.error and BAD_FILES[name][1] in r.error
+    assert r.score == 0 and not r.exercises
+
+
+def test_submissions_are_never_modified(graded):
+    _, digests, _ = graded
+    for path, digest in digests.items():
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+
+
+def test_huge_submission_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(grade, "MAX_SUBMISSION_BYTES", 1000)
+    path = tmp_path / "01_joint_embeddings.ipynb"
+    path.write_text(json.dumps({"cells": [{"cell_type": "markdown", "source": "x" * 5000, "metadata": {}}]}))
+    r = grade.grade_submission(path)
+    assert "over the" in r.error and r.score == 0
+
+
+def test_release_is_deterministic_and_marks_cells(tmp_path):
+    a = release(tmp_path / "a")
+    b = release(tmp_path / "b")
+    assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
+    nb = nbformat.read(a[0], as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata["mmcourse"]["notebook"] == "01"
+    for cell in nb.cells:
+        if "exercise" in cell.metadata:
+            assert f"exercise:{cell.metadata['exercise']}" in cell.metadata["tags"] and cell.metadata["editable"] is True
+            assert "BEGIN SOLUTION" not in cell.source
+        else:
+            assert cell.metadata["editable"] is False
+        assert not cell.get("outputs")
+
+
+def test_cli_grades_a_folder_and_writes_reports(graded, tmp_path):
+    _, _, root = graded
+    folder = tmp_path / "subs"
+    for name in ("honest", "stubs"):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "01_joint_embeddings.ipynb").write_bytes((root / name / "01_joint_embeddings.ipynb").read_bytes())
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmcourse", "grade", str(folder), "--json", str(tmp_path / "r.json"), "--csv", str(tmp_path / "r.csv")],
+        capture_output=True, text=True, cwd=COURSE.root, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "honest" in proc.stdout and "8/8" in proc.stdout and "0/8" in proc.stdout
+    report = json.loads((tmp_path / "r.json").read_text())
+    by_student = {s["student"]: s for s in report["submissions"]}
+    assert by_student["honest"]["score"] == 8 and by_student["stubs"]["score"] == 0
+    for ex in by_student["honest"]["exercises"]:
+        assert set(ex) == {"id", "points", "max_points", "status", "message"}
+    csv_lines = (tmp_path / "r.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("student,submission,notebook,exercise,status,points,max_points,message")
+    assert len(csv_lines) == 1 + 2 * 3
+    assert not list(tmp_path.glob(".*.tmp")), "reports are written atomically (no temporary files left)"
+
+
+def test_cli_with_nothing_to_grade(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "mmcourse", "grade", str(tmp_path)], capture_output=True, text=True,
+                          cwd=COURSE.root, timeout=60)
+    assert proc.returncode == 2 and "no submissions found" in proc.stderr
