@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 
-.PHONY: course setup test setup-test readme clean
+.PHONY: course setup test setup-test publish clean
 
 course: setup
 	$(VENV)/bin/jupyter lab notebooks/01_joint_embeddings.py
@@ -18,7 +18,9 @@ test: setup-test
 
 setup-test: $(VENV)/.test-installed
 
-readme: setup
+# regenerate what is generated from course.yml and the notebooks: Colab notebooks, README table
+publish: setup
+	$(VENV)/bin/mmcourse release --out colab
 	$(VENV)/bin/mmcourse readme
 
 $(PY):

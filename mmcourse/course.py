@@ -129,12 +129,29 @@ def load_timings(root: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+COLAB_DIR = "colab"  # the released student notebooks, committed so Colab can open them from GitHub
+
+
+def colab_path(nb: Notebook) -> str:
+    return f"{COLAB_DIR}/{nb.id}_{nb.slug}.ipynb"
+
+
+def colab_url(course: Course, nb: Notebook) -> str:
+    repo = course.repository.removeprefix("https://github.com/")
+    return f"https://colab.research.google.com/github/{repo}/blob/{course.branch}/{colab_path(nb)}"
+
+
+def binder_url(course: Course, nb: Notebook) -> str:
+    repo = course.repository.removeprefix("https://github.com/")
+    return f"https://mybinder.org/v2/gh/{repo}/{course.branch}?urlpath=lab/tree/{nb.path}"
+
+
 def readme_table(course: Course) -> str:
     """The README's table of contents: one row per notebook, in course order."""
     timings = load_timings(course.root)
     rows = [
-        "| # | notebook | status | student time | headless run (2 CPU cores) | exercises | covers |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| # | notebook | open | status | student time | headless run (2 CPU cores) | exercises | covers |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for nb in course.notebooks:
         name = f"[{nb.title}]({nb.path})" if nb.written else nb.title
@@ -143,7 +160,12 @@ def readme_table(course: Course) -> str:
         points = sum(int(ex["points"]) for ex in nb.exercises)
         exercises = f"{len(nb.exercises)} ({points} points)" if nb.exercises else "—"
         covers = "; ".join(dict.fromkeys(item for items in nb.covers.values() for item in items))
-        rows.append(f"| {nb.id} | {name} | {nb.status} | {nb.minutes} min | {run} | {exercises} | {covers} |")
+        badges = (
+            f"[![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(course, nb)}) "
+            f"[![Binder](https://mybinder.org/badge_logo.svg)]({binder_url(course, nb)})"
+            if nb.written else "—"
+        )
+        rows.append(f"| {nb.id} | {name} | {badges} | {nb.status} | {nb.minutes} min | {run} | {exercises} | {covers} |")
     return "\n".join(rows)
 
 

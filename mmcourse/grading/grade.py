@@ -376,7 +376,10 @@ def grade_many(submissions: list[tuple[Path, str]], *, jobs: int = 2, seed: int 
     tasks = [(p, s, seed, exercise_timeout, root) for p, s in submissions]
     if jobs <= 1 or len(tasks) <= 1:
         return [_grade_one(t) for t in tasks]
-    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks))) as pool:
+    # spawn, not fork: forking a process that already runs threads (torch, zmq) can deadlock the child
+    import multiprocessing
+
+    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=multiprocessing.get_context("spawn")) as pool:
         return list(pool.map(_grade_one, tasks))
 
 
