@@ -386,7 +386,8 @@ def grade_many(submissions: list[tuple[Path, str]], *, jobs: int = 2, seed: int 
 # --------------------------------------------------------------------------------------- reports
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -413,9 +414,9 @@ def report_csv(results: list[SubmissionResult]) -> str:
 
 def write_reports(results: list[SubmissionResult], json_path: str | Path | None, csv_path: str | Path | None) -> None:
     if json_path:
-        _atomic_write(Path(json_path), report_json(results))
+        atomic_write(Path(json_path), report_json(results))
     if csv_path:
-        _atomic_write(Path(csv_path), report_csv(results))
+        atomic_write(Path(csv_path), report_csv(results))
 
 
 def table(results: list[SubmissionResult]) -> str:

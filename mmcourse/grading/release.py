@@ -68,10 +68,9 @@ def released_notebook(nb: nbformat.NotebookNode, notebook_id: str, version: str)
 
 def release(out_dir: str | Path, *, course=None) -> list[Path]:
     """Write the student version of every written notebook to ``out_dir`` as ``NN_slug.ipynb``."""
-    import os
-
     from mmcourse import __version__, notebook
     from mmcourse.course import load_course
+    from mmcourse.grading.grade import atomic_write
 
     course = course or load_course()
     out_dir = Path(out_dir)
@@ -83,8 +82,6 @@ def release(out_dir: str | Path, *, course=None) -> list[Path]:
         nb = released_notebook(notebook.read(course.root / info.path), info.id, __version__)
         text = nbformat.writes(nb, version=4)
         target = out_dir / f"{info.id}_{info.slug}.ipynb"
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
-        os.replace(tmp, target)
+        atomic_write(target, text if text.endswith("\n") else text + "\n")
         written.append(target)
     return written
