@@ -21,7 +21,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from nbclient.exceptions import CellExecutionError
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     from mmcourse import notebook
     from mmcourse.course import load_course, load_timings, timings_path
@@ -41,11 +41,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out = out_dir / f"{nb_info.id}_{nb_info.slug}{'_student' if args.student else ''}.ipynb"
     try:
         nb, seconds = notebook.execute(nb, cwd=course.root / "notebooks", timeout=args.timeout, allow_errors=args.student)
-    except CellExecutionError as err:
+    except (CellExecutionError, CellTimeoutError, DeadKernelError, AssertionError) as err:
+        # (after a dead kernel, nbclient's own clean-up can fail with a bare AssertionError)
         import nbformat
 
         nbformat.write(nb, out)
-        print(f"{nb_info.id} {nb_info.slug}: a cell failed (partial output in {out})\n{err}", file=sys.stderr)
+        what = {
+            CellTimeoutError: f"a cell ran longer than {args.timeout} s",
+            DeadKernelError: "the kernel died",
+            AssertionError: "the kernel died",
+        }.get(type(err), "a cell failed")
+        print(f"{nb_info.id} {nb_info.slug}: {what} (partial output in {out})\n{err}", file=sys.stderr)
         return 1
     import nbformat
 

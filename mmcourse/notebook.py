@@ -45,6 +45,29 @@ def check_cells(nb: nbformat.NotebookNode) -> dict[str, int]:
     return out
 
 
+def client_for(nb: nbformat.NotebookNode, *, cwd: str | Path, timeout: int, allow_errors: bool = False, **kwargs):
+    """An nbclient ``NotebookClient`` that judges a kernel dead by its process, not its heartbeat.
+
+    nbclient's default check waits 1 s for a heartbeat; while a notebook keeps both cores of a
+    laptop busy with torch, the heartbeat can miss that window and a healthy kernel is declared dead
+    (seen here about one run in four). nbval checks the process; so do we.
+    """
+    from jupyter_core.utils import ensure_async
+    from nbclient import NotebookClient
+    from nbclient.exceptions import DeadKernelError
+
+    class _Client(NotebookClient):
+        async def _async_check_alive(self) -> None:
+            if self.km is not None and not await ensure_async(self.km.is_alive()):
+                raise DeadKernelError("Kernel died")
+
+    nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
+    return _Client(
+        nb, timeout=timeout, kernel_name="python3", allow_errors=allow_errors, resources={"metadata": {"path": str(cwd)}},
+        **kwargs,
+    )
+
+
 def execute(
     nb: nbformat.NotebookNode, *, cwd: str | Path, timeout: int = 600, allow_errors: bool = False
 ) -> tuple[nbformat.NotebookNode, float]:
@@ -52,12 +75,7 @@ def execute(
 
     Raises ``nbclient.exceptions.CellExecutionError`` on the first failing cell unless ``allow_errors``.
     """
-    from nbclient import NotebookClient
-
-    nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
-    client = NotebookClient(
-        nb, timeout=timeout, kernel_name="python3", allow_errors=allow_errors, resources={"metadata": {"path": str(cwd)}}
-    )
+    client = client_for(nb, cwd=cwd, timeout=timeout, allow_errors=allow_errors)
     start = time.perf_counter()
     client.execute()
     return nb, time.perf_counter() - start

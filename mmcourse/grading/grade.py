@@ -216,7 +216,6 @@ def _run(plan: _Plan, cwd: Path, exercise_timeout: int) -> dict[str, tuple[str, 
     A timeout or a dead kernel ends that exercise only: a fresh kernel replays the set-up cell and the
     exercise cells that already ran safely (later answers may call earlier ones), then goes on.
     """
-    from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     outcome: dict[str, tuple[str, Any]] = {}
@@ -226,9 +225,8 @@ def _run(plan: _Plan, cwd: Path, exercise_timeout: int) -> dict[str, tuple[str, 
     position = 1  # the set-up cell runs first, as part of starting a kernel
     restarts = 0
     while position < len(plan.nb.cells) or restarts == 0:
-        client = NotebookClient(
-            plan.nb, timeout=exercise_timeout, kernel_name="python3", allow_errors=True,
-            resources={"metadata": {"path": str(cwd)}}, interrupt_on_timeout=False,
+        client = notebook.client_for(
+            plan.nb, cwd=cwd, timeout=exercise_timeout, allow_errors=True, interrupt_on_timeout=False,
             timeout_func=lambda cell: SETUP_TIMEOUT if cell is setup_cell else exercise_timeout,
         )
         restarts += 1
