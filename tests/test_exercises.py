@@ -144,10 +144,15 @@ def test_unbalanced_markers_are_an_error():
 def test_student_notebook_fails_exactly_at_its_checks(nb_info, tmp_path):
     """Run the student version headless (through the CLI): every check cell raises AnswerError,
     every other cell runs, because the notebook's later cells use the package, not the student's code."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "mmcourse", "run", nb_info.id, "--student", "--out", str(tmp_path)],
-        capture_output=True, text=True, cwd=COURSE.root, timeout=900,
-    )
+    # nbclient occasionally never receives a finished cell's reply (kernel idle, client waiting; seen about
+    # once in 15 runs, with ipykernel 6 and 7). A per-cell limit turns that into a failed run; one retry.
+    for attempt in range(2):
+        proc = subprocess.run(
+            [sys.executable, "-m", "mmcourse", "run", nb_info.id, "--student", "--out", str(tmp_path), "--timeout", "150"],
+            capture_output=True, text=True, cwd=COURSE.root, timeout=1200,
+        )
+        if proc.returncode == 0 or "ran longer than" not in proc.stderr:
+            break
     assert proc.returncode == 0, proc.stderr
     executed = nbformat.read(tmp_path / f"{nb_info.id}_{nb_info.slug}_student.ipynb", as_version=4)
     failing = {idx: (ename, evalue) for idx, ename, evalue in notebook.errors(executed)}
