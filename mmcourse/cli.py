@@ -105,14 +105,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 2
     import mmcourse
 
+    options = {"seed": args.seed, "progress": not args.quiet}
+    if args.nproc != 1:
+        import inspect
+
+        if "nproc" not in inspect.signature(pretrained.RECIPES[args.name].train).parameters:
+            print(f"the {args.name} recipe trains in one process only; drop --nproc", file=sys.stderr)
+            return 2
+        options["nproc"] = args.nproc
     mmcourse.start(args.seed)
     start = time.perf_counter()
-    model, metrics = pretrained.RECIPES[args.name].train(seed=args.seed, progress=not args.quiet)
+    try:
+        model, metrics = pretrained.RECIPES[args.name].train(**options)
+    except ValueError as err:
+        print(f"mmcourse train {args.name}: {err}", file=sys.stderr)
+        return 2
     seconds = time.perf_counter() - start
     extra = {
         "metrics": metrics,
         "train": {
             "seed": args.seed,
+            "nproc": args.nproc,
             "seconds": round(seconds, 1),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
             "torch": __import__("torch").__version__,
@@ -172,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("name")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="data-parallel processes (torch.distributed: gloo on CPU, NCCL on GPUs); clip_shapes only")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("release", help="write the student version of every written notebook (.ipynb)")

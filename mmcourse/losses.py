@@ -8,6 +8,8 @@ is ``F.cross_entropy(logits, arange(N))``; the text->image loss does the same on
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -44,18 +46,42 @@ def clip_loss(image_features: Tensor, text_features: Tensor, logit_scale: Tensor
     return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
 
 
+def caption_groups(captions: Sequence[str]) -> Tensor:
+    """(N,) long: one id per distinct caption, in order of first appearance ("a", "b", "a" -> 0, 1, 0)."""
+    if isinstance(captions, str):
+        raise TypeError("captions must be a list of strings, not a single string")
+    ids: dict[str, int] = {}
+    return torch.tensor([ids.setdefault(c, len(ids)) for c in captions], dtype=torch.long)
+
+
+def grouped_targets(groups: Tensor) -> Tensor:
+    """(N, N) soft targets: row i spreads probability 1 uniformly over every pair with i's caption id."""
+    if groups.ndim != 1:
+        raise ValueError(f"groups must be a (N,) tensor of caption ids, got shape {tuple(groups.shape)}")
+    same = (groups[:, None] == groups[None, :]).float()  # symmetric, ones on the diagonal
+    return same / same.sum(dim=1, keepdim=True)
+
+
+def caption_targets(captions: Sequence[str]) -> Tensor:
+    """(N, N) caption-level targets for a batch: identical captions are all positives of each other."""
+    return grouped_targets(caption_groups(captions))
+
+
 def clip_loss_grouped(
     image_features: Tensor, text_features: Tensor, logit_scale: Tensor | float, groups: Tensor
 ) -> Tensor:
-    """CLIP loss with caption-level targets, for batches that contain duplicate captions.
+    """CLIP loss with group-level targets: pairs in one group are all positives of each other.
 
-    With plain ``clip_loss``, two images captioned "a red square" push each other's caption away: a
-    false negative. Here ``groups`` (N,) gives each pair a caption id; every pair in the same group
-    counts as a positive, and the target of each row is spread uniformly over its group.
+    ``groups`` (N,) labels pairs that are interchangeable; each row's target is spread uniformly over
+    its group (a soft label instead of ``arange(N)``). With all ids distinct this is ``clip_loss``.
+
+    Which grouping matters: for *identical captions* (``caption_groups``), whose text embeddings are
+    identical, the total loss equals the plain one, so nothing changes for the model. The false
+    negatives that cost accuracy are different captions of the same content ("a red square" and "a
+    small red square" for two red squares); grouping by content removes them, where content is known.
     """
     logits = clip_logits(image_features, text_features, logit_scale)  # (N, N)
     if groups.shape != (logits.shape[0],):
         raise ValueError(f"groups must be a (N,) tensor of caption ids, got shape {tuple(groups.shape)}")
-    same = (groups[:, None] == groups[None, :]).to(logits.dtype)  # (N, N), symmetric
-    targets = same / same.sum(dim=1, keepdim=True)
+    targets = grouped_targets(groups).to(logits.dtype)
     return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))

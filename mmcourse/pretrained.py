@@ -22,7 +22,7 @@ class Recipe:
     """How to build a model from its config and how to train it from scratch."""
 
     build: Callable[[dict], torch.nn.Module]
-    train: Callable[..., tuple[torch.nn.Module, dict]]  # (seed, progress) -> (model, metrics)
+    train: Callable[..., tuple[torch.nn.Module, dict]]  # (seed, progress[, nproc]) -> (model, metrics)
     description: str
 
 
@@ -38,9 +38,24 @@ def _attributes_train(seed: int = 0, progress: bool = True):
     return train_attribute_predictor(seed=seed, progress=progress)
 
 
+def _clip_build(config: dict) -> torch.nn.Module:
+    from mmcourse.models.clip import CLIP
+
+    return CLIP(**config)
+
+
+def _clip_train(seed: int = 0, progress: bool = True, nproc: int = 1):
+    from mmcourse.pretraining import train_clip
+
+    return train_clip(seed=seed, progress=progress, nproc=nproc)
+
+
 RECIPES: dict[str, Recipe] = {
     "attributes_shapes": Recipe(
         _attributes_build, _attributes_train, "CNN predicting colour and shape attributes (notebook 01)"
+    ),
+    "clip_shapes": Recipe(
+        _clip_build, _clip_train, "the course CLIP: CNN image encoder + text transformer, contrastive (notebooks 02-07)"
     ),
 }
 

@@ -18,11 +18,14 @@ def fit(
     weight_decay: float = 0.0,
     progress: bool = True,
     desc: str = "training",
+    after_step: Callable[[int], None] | None = None,
 ) -> list[float]:
     """Train ``model`` with AdamW for ``steps`` steps; ``loss_fn(model, batch)`` returns a scalar.
 
-    ``batches`` is any iterator of batches (it is advanced once per step). Returns the loss of every
-    step. Raises ``FloatingPointError`` as soon as a loss is NaN or infinite, naming the step.
+    ``batches`` is any iterator of batches (it is advanced once per step). ``after_step(step)``, if
+    given, runs after each optimiser step (e.g. to update an exponential moving average of the
+    weights). Returns the loss of every step. Raises ``FloatingPointError`` as soon as a loss is NaN
+    or infinite, naming the step.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -38,6 +41,8 @@ def fit(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if after_step is not None:
+            after_step(step)
         losses.append(loss.item())
         if step % 20 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")

@@ -129,10 +129,11 @@ def test_missing_file_of_a_ready_notebook(sandbox):
 
 
 def test_missing_file_of_a_planned_notebook_is_fine(sandbox):
-    doctored = _replace_notebook(sandbox, 1, status="planned")
+    index, nb = next((i, n) for i, n in enumerate(sandbox.notebooks) if not (sandbox.root / n.path).exists())
+    doctored = _replace_notebook(sandbox, index, status="planned")
     assert validate(doctored) == []
-    doctored = _replace_notebook(sandbox, 1, status="draft")
-    assert any("02" in p and "does not exist" in p for p in validate(doctored))
+    doctored = _replace_notebook(sandbox, index, status="draft")
+    assert any(nb.id in p and "does not exist" in p for p in validate(doctored))
 
 
 def test_wrong_path(sandbox):

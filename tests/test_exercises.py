@@ -8,6 +8,8 @@ import subprocess
 import sys
 
 import nbformat
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -25,7 +27,8 @@ def _solution_namespace(nb_info, ex_id):
     nb = notebook.read(COURSE.root / nb_info.path)
     cell = nb.cells[notebook.exercise_cells(nb)[ex_id]]
     ns: dict = {}
-    exec("import torch\nimport torch.nn.functional as F\n", ns)
+    setup = next(c for c in nb.cells if c.cell_type == "code")  # the set-up cell, as grading runs it
+    exec(setup.source, ns)
     # helper functions defined by earlier exercise cells (e.g. cosine used by attributes)
     for other_id, idx in notebook.exercise_cells(nb).items():
         if idx < notebook.exercise_cells(nb)[ex_id]:
@@ -94,7 +97,52 @@ MISTAKES = {
         "float indices": (lambda x, s: (_norm(x) @ _norm(s).T).argmax(1).float(), "integer tensor"),
         "the similarity matrix itself": (lambda x, s: _norm(x) @ _norm(s).T, "shape"),
     },
+    "02.infonce": {
+        "columns instead of rows": (lambda z: F.cross_entropy(z.T, torch.arange(len(z))), "wrong values"),
+        "sum instead of mean": (lambda z: F.cross_entropy(z, torch.arange(len(z)), reduction="sum"), "wrong values"),
+        "naive log-sum-exp overflows": (
+            lambda z: (torch.log(z.exp().sum(1)) - z.diagonal()).mean(), "inf"),
+        "probability instead of its negative log": (lambda z: z.softmax(1).diagonal().mean(), "wrong values"),
+    },
+    "02.symmetric": {
+        "only image->text": (lambda i, t, s: F.cross_entropy(s * i @ t.T, torch.arange(len(i))), "wrong values"),
+        "sum of both directions, not the mean": (
+            lambda i, t, s: F.cross_entropy(s * i @ t.T, torch.arange(len(i)))
+            + F.cross_entropy(s * t @ i.T, torch.arange(len(i))), "wrong values"),
+        "forgot the logit scale": (
+            lambda i, t, s: 0.5 * (F.cross_entropy(i @ t.T, torch.arange(len(i))) + F.cross_entropy(t @ i.T, torch.arange(len(i)))),
+            "wrong values"),
+        "divides by the scale": (
+            lambda i, t, s: 0.5 * (F.cross_entropy(i @ t.T / s, torch.arange(len(i)))
+                                   + F.cross_entropy(t @ i.T / s, torch.arange(len(i)))), "wrong values"),
+    },
+    "02.chance": {
+        "log base 2": (lambda n: math.log2(n), "should be"),
+        "N - 1 negatives": (lambda n: math.log(n - 1) if n > 1 else 0.0, "should be"),
+        "the probability 1/N": (lambda n: 1 / n, "should be"),
+    },
+    "02.temperature": {
+        "multiplies by tau": (lambda s, tau: torch.softmax(s * tau, dim=-1), "wrong values"),
+        "naive exp overflows": (lambda s, tau: (s / tau).exp() / (s / tau).exp().sum(-1, keepdim=True), "NaN"),
+        "softmax over the wrong dimension": (lambda s, tau: torch.softmax(s / tau, dim=0), "wrong values"),
+        "forgot the temperature": (lambda s, tau: torch.softmax(s, dim=-1), "wrong values"),
+    },
+    "02.false_negatives": {
+        "identity targets (ignores duplicates)": (lambda caps: torch.eye(len(caps)), "wrong values"),
+        "ones for duplicates, rows not normalised": (
+            lambda caps: torch.tensor([[float(a == b) for b in caps] for a in caps]), "wrong values"),
+        "compares lowercased captions": (
+            lambda caps: (lambda m: m / m.sum(1, keepdim=True))(
+                torch.tensor([[float(a.lower() == b.lower()) for b in caps] for a in caps])), "wrong values"),
+        "a list of lists": (lambda caps: [[float(a == b) for b in caps] for a in caps], "torch.Tensor"),
+    },
 }
+
+
+def _abar(alphas_cumprod, t, x0):
+    return alphas_cumprod[t].view(-1, *[1] * (x0.ndim - 1))
+
+
 
 
 def test_every_exercise_has_listed_mistakes():

@@ -72,3 +72,31 @@ def test_grouped_does_not_push_duplicate_captions_apart():
 def test_unpaired_shapes_are_explained(img, txt):
     with pytest.raises(ValueError, match="paired|matrices"):
         clip_loss(img, txt, 1.0)
+
+
+def test_identical_captions_make_caption_level_targets_equal_the_plain_loss():
+    """Copies of one caption share one text embedding; grouping them changes neither loss nor gradients."""
+    from mmcourse.losses import caption_groups, clip_loss_grouped
+
+    captions = ["a red square", "a blue circle", "a red square", "a star", "a red square", "a blue circle"]
+    groups = caption_groups(captions)
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(3, 8, generator=g, dtype=torch.float64, requires_grad=True)  # a "text encoder": one row per caption
+    images = torch.randn(6, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    results = []
+    for grouped in (False, True):
+        img, txt = F.normalize(images, dim=1), F.normalize(table[groups], dim=1)
+        loss = clip_loss_grouped(img, txt, 20.0, groups) if grouped else clip_loss(img, txt, 20.0)
+        results.append((loss, *torch.autograd.grad(loss, (images, table))))
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, atol=1e-12)
+
+
+def test_content_level_groups_change_the_loss():
+    from mmcourse.losses import clip_loss_grouped
+
+    g = torch.Generator().manual_seed(1)
+    img = F.normalize(torch.randn(4, 8, generator=g), dim=1)
+    txt = F.normalize(torch.randn(4, 8, generator=g), dim=1)  # four different captions
+    assert not torch.allclose(clip_loss_grouped(img, txt, 10.0, torch.tensor([0, 0, 1, 2])), clip_loss(img, txt, 10.0))
+    assert torch.allclose(clip_loss_grouped(img, txt, 10.0, torch.arange(4)), clip_loss(img, txt, 10.0))

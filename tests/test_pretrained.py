@@ -50,34 +50,37 @@ def assets_copy(tmp_path, monkeypatch):
     return dst
 
 
-def test_corrupt_file_is_refused_with_a_rebuild_hint(assets_copy):
-    path = assets_copy / "attributes_shapes.safetensors"
+@pytest.mark.parametrize("name", sorted(pretrained.RECIPES))
+def test_corrupt_file_is_refused_with_a_rebuild_hint(assets_copy, name):
+    path = assets_copy / f"{name}.safetensors"
     data = bytearray(path.read_bytes())
     data[-10] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(pretrained.CheckpointError, match="mmcourse train attributes_shapes"):
-        pretrained.load("attributes_shapes")
+    with pytest.raises(pretrained.CheckpointError, match=f"mmcourse train {name}"):
+        pretrained.load(name)
 
 
-def test_missing_file_and_broken_card_are_explained(assets_copy):
-    (assets_copy / "attributes_shapes.json").write_text("{not json")
+@pytest.mark.parametrize("name", sorted(pretrained.RECIPES))
+def test_missing_file_and_broken_card_are_explained(assets_copy, name):
+    (assets_copy / f"{name}.json").write_text("{not json")
     with pytest.raises(pretrained.CheckpointError, match="not valid JSON"):
-        pretrained.load("attributes_shapes")
-    (assets_copy / "attributes_shapes.json").unlink()
+        pretrained.load(name)
+    (assets_copy / f"{name}.json").unlink()
     with pytest.raises(pretrained.CheckpointError, match="no card"):
-        pretrained.load("attributes_shapes")
+        pretrained.load(name)
 
 
-def test_weights_that_do_not_fit_the_model_are_explained(assets_copy):
+@pytest.mark.parametrize("name", sorted(pretrained.RECIPES))
+def test_weights_that_do_not_fit_the_model_are_explained(assets_copy, name):
     from safetensors.torch import save_file
 
-    path = assets_copy / "attributes_shapes.safetensors"
+    path = assets_copy / f"{name}.safetensors"
     save_file({"bogus": torch.zeros(3)}, str(path))
-    card = json.loads((assets_copy / "attributes_shapes.json").read_text())
+    card = json.loads((assets_copy / f"{name}.json").read_text())
     card["sha256"] = pretrained.sha256_of(path)
-    (assets_copy / "attributes_shapes.json").write_text(json.dumps(card))
+    (assets_copy / f"{name}.json").write_text(json.dumps(card))
     with pytest.raises(pretrained.CheckpointError, match="does not fit"):
-        pretrained.load("attributes_shapes")
+        pretrained.load(name)
 
 
 def test_unknown_name_lists_the_available_ones():
@@ -93,3 +96,49 @@ def test_the_training_recipe_is_deterministic():
     b, _ = train_attribute_predictor(seed=3, steps=8, batch_size=16, progress=False)
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(x, y), name
+
+
+def test_the_clip_recipe_is_deterministic():
+    from mmcourse.pretraining import train_clip
+
+    a, ma = train_clip(seed=5, steps=3, batch_size=16, progress=False, evaluate=False)
+    b, mb = train_clip(seed=5, steps=3, batch_size=16, progress=False, evaluate=False)
+    assert ma["history"] == mb["history"]
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name
+
+
+def test_clip_checkpoint_meets_its_zero_shot_targets_on_an_unseen_seed():
+    """Issue 3's bar, on a seed neither training nor the card used: 64-way zero-shot with "a {colour} {shape}"."""
+    from mmcourse.pretraining import evaluate_clip
+
+    model = pretrained.load("clip_shapes")
+    m = evaluate_clip(model, seed=9_090_909, n=1000)
+    assert m["seen_photo"]["accuracy"] >= 0.98, m
+    assert m["heldout_photo"]["accuracy"] >= 0.95, m
+    assert m["seen_sketch"]["accuracy"] >= 0.90, m
+    assert m["heldout_sketch"]["accuracy"] >= 0.90, m
+
+
+def test_clip_checkpoint_follows_the_design_contract():
+    model = pretrained.load("clip_shapes")
+    images = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        img, txt = model.encode_image(images), model.encode_text(["a red square", "a blue circle", "a sketch of a star"])
+    assert img.shape == txt.shape == (3, model.embed_dim)
+    assert not torch.allclose(img.norm(dim=1), torch.ones(3)), "encode_image returns unnormalised embeddings"
+    assert isinstance(model.logit_scale, torch.nn.Parameter) and model.logit_scale.ndim == 0
+    assert 1.0 <= model.logit_scale.exp().item() <= 100.0 + 1e-4
+
+
+def test_a_sha256_mismatch_names_the_file_and_loads_nothing(assets_copy, monkeypatch):
+    card = json.loads((assets_copy / "clip_shapes.json").read_text())
+    card["sha256"] = "0" * 64
+    (assets_copy / "clip_shapes.json").write_text(json.dumps(card))
+    built = []
+    original = pretrained.RECIPES["clip_shapes"]
+    monkeypatch.setitem(pretrained.RECIPES, "clip_shapes", pretrained.Recipe(
+        lambda cfg: built.append(cfg) or original.build(cfg), original.train, original.description))
+    with pytest.raises(pretrained.CheckpointError, match=r"clip_shapes\.safetensors does not match its card"):
+        pretrained.load("clip_shapes")
+    assert built == [], "no model may be built from a checkpoint that failed its checksum"
