@@ -40,6 +40,11 @@ def test_train_unknown_recipe(capsys):
     assert "attributes_shapes" in capsys.readouterr().err
 
 
+def test_train_nproc_is_refused_by_single_process_recipes(capsys):
+    assert main(["train", "attributes_shapes", "--nproc", "2"]) == 2
+    assert "one process only" in capsys.readouterr().err
+
+
 def test_python_dash_m_works_and_failing_notebook_exits_nonzero(tmp_path, monkeypatch):
     """`mmcourse run` on a notebook whose cell raises writes the partial output and exits 1."""
     root = tmp_path / "course"

@@ -412,7 +412,7 @@ def test_frozen_text_encoder_wraps_any_encode_text_model():
     enc = FrozenTextEncoder(_FakeText())
     z = enc(["a red square", "a blue star"])
     assert enc.dim == 6 and z.shape == (2, 6) and not z.requires_grad
-    torch.testing.assert_close(z.norm(dim=1), torch.ones(2))
+    torch.testing.assert_close(z.norm(dim=1), torch.full((2,), 6**0.5))  # unit vectors scaled to unit mean square
     assert not any(p.requires_grad for p in enc.parameters())
     enc.train()
     assert not enc.text_model.training

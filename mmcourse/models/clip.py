@@ -25,32 +25,23 @@ Tensor = torch.Tensor
 MAX_LOGIT_SCALE = 100.0
 
 
-def build_image_encoder(config: dict) -> nn.Module:
-    """An image encoder from its config: ``{"kind": "cnn" | "vit", ...its arguments}``."""
-    kind, args = config["kind"], {k: v for k, v in config.items() if k != "kind"}
-    if kind == "cnn":
-        from mmcourse.models.cnn import ConvEncoder
-
-        return ConvEncoder(**args)
-    if kind == "vit":
-        from mmcourse.models.vit import TinyViT
-
-        return TinyViT(**args)
-    raise ValueError(f"unknown image encoder kind {kind!r}; use 'cnn' or 'vit'")
+_ENCODERS = {
+    "image": {"cnn": ("mmcourse.models.cnn", "ConvEncoder"), "vit": ("mmcourse.models.vit", "TinyViT")},
+    "text": {"transformer": ("mmcourse.models.text", "TextTransformer"), "bow": ("mmcourse.models.text", "BagOfWordsEncoder")},
+}
 
 
-def build_text_encoder(config: dict) -> nn.Module:
-    """A text encoder from its config: ``{"kind": "transformer" | "bow", ...its arguments}``."""
-    kind, args = config["kind"], {k: v for k, v in config.items() if k != "kind"}
-    if kind == "transformer":
-        from mmcourse.models.text import TextTransformer
+def build_encoder(modality: str, config: dict) -> nn.Module:
+    """An encoder from its config, ``{"kind": ..., **its arguments}``: for images ``"cnn"`` or ``"vit"``,
+    for text ``"transformer"`` or ``"bow"``."""
+    import importlib
 
-        return TextTransformer(**args)
-    if kind == "bow":
-        from mmcourse.models.text import BagOfWordsEncoder
-
-        return BagOfWordsEncoder(**args)
-    raise ValueError(f"unknown text encoder kind {kind!r}; use 'transformer' or 'bow'")
+    kinds = _ENCODERS[modality]
+    kind = config.get("kind")
+    if kind not in kinds:
+        raise ValueError(f"unknown {modality} encoder kind {kind!r}; use one of {', '.join(map(repr, kinds))}")
+    module, name = kinds[kind]
+    return getattr(importlib.import_module(module), name)(**{k: v for k, v in config.items() if k != "kind"})
 
 
 class CLIP(nn.Module):
@@ -59,8 +50,8 @@ class CLIP(nn.Module):
 
     def __init__(self, image: dict, text: dict, embed_dim: int = 64) -> None:
         super().__init__()
-        self.visual = build_image_encoder(image)
-        self.text = build_text_encoder(text)
+        self.visual = build_encoder("image", image)
+        self.text = build_encoder("text", text)
         self.image_projection = nn.Linear(self.visual.out_dim, embed_dim, bias=False)
         self.text_projection = nn.Linear(self.text.width, embed_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))

@@ -93,22 +93,11 @@ class RetrievalExplorer:
     def widget(self):
         """The interactive view: a caption box (with examples) above the rendered results."""
         import ipywidgets as w
-        import matplotlib.pyplot as plt
-        from IPython.display import display
+
+        from mmcourse.widgets.view import figure_view
 
         box = w.Combobox(value=self.examples[0], options=self.examples, description="caption", ensure_option=False,
                          layout=w.Layout(width="60%"), continuous_update=False)
-        out = w.Output()
-
-        def update(change=None):
-            with out:
-                out.clear_output(wait=True)
-                fig = self.render(box.value)
-                display(fig)
-                plt.close(fig)
-
-        box.observe(update, names="value")
-        update()
-        self._widget = w.VBox([box, out])
         self.query_box = box
+        self._widget = figure_view(box, self.render)
         return self._widget

@@ -83,20 +83,12 @@ class TemperatureExplorer:
         self._fig, self._ax_bar = fig, ax_bar
 
     def widget(self, tau: float = 0.07):
+        """The interactive view: a (log-scale) slider for tau above the figure."""
         import ipywidgets as w
-        from IPython.display import display
 
-        slider = w.FloatLogSlider(value=tau, base=10, min=-2.5, max=1, step=0.05, description="tau",
-                                  readout_format=".3f", continuous_update=False, layout=w.Layout(width="60%"))
-        out = w.Output()
+        from mmcourse.widgets.view import figure_view
 
-        def update(change=None):
-            with out:
-                out.clear_output(wait=True)
-                display(self.render(slider.value))
-
-        slider.observe(update, names="value")
-        update()
-        self.slider = slider
-        self._widget = w.VBox([slider, out])
+        self.slider = w.FloatLogSlider(value=tau, base=10, min=-2.5, max=1, step=0.05, description="tau",
+                                       readout_format=".3f", continuous_update=False, layout=w.Layout(width="60%"))
+        self._widget = figure_view(self.slider, self.render)
         return self._widget
