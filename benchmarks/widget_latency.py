@@ -3,7 +3,8 @@
     python benchmarks/widget_latency.py
 
 * notebook 01's retrieval explorer: the same gallery and CCA space as the notebook, several captions;
-* notebook 02's temperature explorer: the same eight pairs as the notebook, several values of tau.
+* notebook 02's temperature explorer: the same eight pairs as the notebook, several values of tau;
+* notebook 03's prompt playground: the notebook's six images, several templates and class lists.
 
 Each times `render` (the work one widget interaction does, matplotlib drawing to PNG included).
 """
@@ -28,6 +29,7 @@ from mmcourse.cca import fit_cca  # noqa: E402
 from mmcourse.data import make_shapes  # noqa: E402
 from mmcourse.data.shapes import RGB  # noqa: E402
 from mmcourse.models import bag_of_words  # noqa: E402
+from mmcourse.widgets.prompts import PromptPlayground  # noqa: E402
 from mmcourse.widgets.retrieval import RetrievalExplorer  # noqa: E402
 from mmcourse.widgets.temperature import TemperatureExplorer  # noqa: E402
 
@@ -51,6 +53,13 @@ def main() -> None:
         img, txt = clip.encode_image(demo.images), clip.encode_text(demo.captions)
     temperature = TemperatureExplorer(img, txt, [c[:28] for c in demo.captions])
     rows.append(("02 temperature explorer (slider move)", _time(temperature.render, [0.003, 0.01, 0.07, 0.3, 1.0, 5.0])))
+    play = make_shapes(6, seed=3081, split="all", style=("photo", "sketch", "flat", "cartoon"))
+    playground = PromptPlayground(clip, play.images, ["circle", "square", "triangle", "diamond", "star", "cross", "heart",
+                                                      "crescent"], template="a {}")
+    edits = [("a {}", None, 0), ("a sketch of a {}", None, 1), ("a photo of a blue {}", None, 2),
+             ("a {}", "wedge, disc, box, a shape with three corners, vermilion moon", 3),
+             ("a {} on a grey background", ", ".join(f"{c} square" for c in ("red", "blue", "green", "pink")), 4)]
+    rows.append(("03 prompt playground (template, classes or image change)", _time(lambda e: playground.render(*e), edits, playground)))
     table = "\n".join([
         "Widget latency: one interaction (compute + draw + PNG), `python benchmarks/widget_latency.py`",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
@@ -63,14 +72,14 @@ def main() -> None:
     (Path(__file__).parent / "results" / "widget_latency.md").write_text(table + "\n")
 
 
-def _time(render, inputs) -> list[float]:
+def _time(render, inputs, owner=None) -> list[float]:
     times = []
     for _ in range(3):
         for value in inputs:
             start = time.perf_counter()
             fig = render(value)
             fig.savefig(io.BytesIO(), format="png")  # what the front end receives
-            if fig is not getattr(render.__self__, "_fig", None):  # figures a widget keeps are redrawn, not closed
+            if fig is not getattr(owner or render.__self__, "_fig", None):  # figures a widget keeps are redrawn, not closed
                 plt.close(fig)
             times.append((time.perf_counter() - start) * 1e3)
     return times[len(inputs):]  # the first round warms matplotlib up

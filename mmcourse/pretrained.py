@@ -50,12 +50,29 @@ def _clip_train(seed: int = 0, progress: bool = True, nproc: int = 1):
     return train_clip(seed=seed, progress=progress, nproc=nproc)
 
 
+def _supervised_build(config: dict) -> torch.nn.Module:
+    from mmcourse.robustness import PhotoClassifier
+
+    return PhotoClassifier(**config)
+
+
+def _supervised_train(seed: int = 0, progress: bool = True):
+    from mmcourse.robustness import train_photo_classifier
+
+    return train_photo_classifier(seed=seed, progress=progress)
+
+
 RECIPES: dict[str, Recipe] = {
     "attributes_shapes": Recipe(
         _attributes_build, _attributes_train, "CNN predicting colour and shape attributes (notebook 01)"
     ),
     "clip_shapes": Recipe(
         _clip_build, _clip_train, "the course CLIP: CNN image encoder + text transformer, contrastive (notebooks 02-07)"
+    ),
+    "supervised_shapes": Recipe(
+        _supervised_build, _supervised_train,
+        "supervised CNN for the 56 seen colour-shape pairs, trained on photos only, with snapshots taken "
+        "during training (the robustness baseline of notebook 03)",
     ),
 }
 

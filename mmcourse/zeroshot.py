@@ -1,13 +1,19 @@
 """Zero-shot classification with a CLIP model: a classifier written in words.
 
-CLIP's recipe: (1) embed the name of every class inside a prompt ("a {} ..."), (2) normalise, so the
-C text embeddings are the rows of a linear classifier, (3) embed the image and pick the class whose
-text embedding has the highest cosine similarity. With several prompt templates, average each
-class's normalised template embeddings and normalise again (prompt ensembling).
+CLIP's recipe, in five steps: (1) encode the image; (2) put the name of every class into a prompt
+("a photo of a {}"); (3) encode the prompts; (4) take the cosine similarity of the image with each
+prompt; (5) predict the class with the highest one. Steps 2-3 build the classifier: C normalised
+text embeddings, the rows of a linear layer. With several prompt templates, average each class's
+normalised template embeddings and normalise again (prompt ensembling), exactly as open_clip's
+``build_zero_shot_classifier`` does (it returns the transpose, (D, C)).
+
+Words a prompt uses that the tokenizer does not know become ``<unk>`` (the tokenizer never fails on
+text); ``build_classifier`` encodes them that way and warns, naming the words.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import torch
@@ -15,45 +21,135 @@ import torch.nn.functional as F
 
 Tensor = torch.Tensor
 
-# The course's templates: each has one "{}" for the class name ("red square").
+# The course's templates: each has one "{}" for the class name ("red square"). The first twelve use
+# words the course CLIP read in its training captions; the last four come from CLIP's ImageNet list
+# and use words our CLIP's vocabulary holds but its training captions never contained ("blurry",
+# "itap", "video game", "tattoo"), so their embeddings are untrained: templates that can hurt.
 TEMPLATES: tuple[str, ...] = (
     "a {}",
     "a photo of a {}",
     "a sketch of a {}",
     "a drawing of a {}",
+    "a cartoon of a {}",
+    "an icon of a {}",
+    "a {} on a grey background",
+    "there is a {} in the center",
     "a small {}",
     "a large {}",
-    "there is a {} in the middle",
-    "a {} on a grey background",
+    "the {}",
+    "one {}",
+    "a blurry photo of a {}",
+    "itap of a {}",
+    "a {} in a video game",
+    "a tattoo of a {}",
 )
 
 
-def build_classifier(model, classnames: Sequence[str], templates: Sequence[str] = ("a {}",)) -> Tensor:
+def prompts(classnames: Sequence[str], templates: Sequence[str]) -> list[str]:
+    """The C * T prompts, class-major: every template for class 0, then for class 1, ..."""
+    _check_names(classnames)
+    _check_templates(templates)
+    return [t.format(name) for name in classnames for t in templates]
+
+
+def unknown_words(model, texts: Sequence[str]) -> list[str]:
+    """The words of ``texts`` that ``model``'s tokenizer maps to ``<unk>`` (each once, in order of appearance)."""
+    tokenizer = _tokenizer_of(model)
+    if tokenizer is None:
+        return []
+    return list(dict.fromkeys(w for t in texts for w in tokenizer.unknown_words(t)))
+
+
+def ensemble(template_embeddings: Tensor) -> Tensor:
+    """(C, T, D) text embeddings of C classes under T templates -> (C, D) class embeddings:
+    normalise each, average over the templates, normalise again."""
+    if not isinstance(template_embeddings, Tensor) or template_embeddings.ndim != 3:
+        shape = tuple(template_embeddings.shape) if isinstance(template_embeddings, Tensor) else type(template_embeddings).__name__
+        raise ValueError(f"expected template embeddings (C, T, D), got {shape}")
+    return F.normalize(F.normalize(template_embeddings.float(), dim=-1).mean(dim=1), dim=-1)
+
+
+def build_classifier(model, classnames: Sequence[str], templates: Sequence[str] = ("a {}",), *,
+                     warn_unknown: bool = True) -> Tensor:
     """(C, D) L2-normalised class embeddings: for each class, the mean of its normalised template
-    embeddings, renormalised."""
-    if isinstance(classnames, str) or not len(classnames):
-        raise ValueError("classnames must be a non-empty list of strings")
-    if isinstance(templates, str) or not len(templates):
-        raise ValueError("templates must be a non-empty list of strings, each with one '{}'")
-    bad = [t for t in templates if t.count("{}") != 1]
-    if bad:
-        raise ValueError(f"every template needs exactly one '{{}}' for the class name; not so: {bad[:3]}")
-    texts = [t.format(name) for name in classnames for t in templates]
+    embeddings, renormalised. ``model`` needs ``encode_text(list_of_str)`` -> (N, D).
+
+    Warns (``UserWarning``) when prompts contain words the tokenizer maps to ``<unk>``.
+    """
+    texts = prompts(classnames, templates)
+    if warn_unknown:
+        lost = unknown_words(model, texts)
+        if lost:
+            warnings.warn(f"prompt words not in the vocabulary, encoded as <unk>: {', '.join(lost[:10])}", stacklevel=2)
     with torch.no_grad():
-        emb = F.normalize(model.encode_text(texts).float(), dim=-1)
-    emb = emb.view(len(classnames), len(templates), -1).mean(dim=1)
-    return F.normalize(emb, dim=-1)
+        emb = model.encode_text(texts).float()
+    return ensemble(emb.view(len(classnames), len(templates), -1))
+
+
+def encode_images(model, images: Tensor, *, batch_size: int = 512) -> Tensor:
+    """(N, D) L2-normalised image embeddings, on the CPU; ``images`` (N, 3, H, W) in [0, 1]."""
+    if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"expected images (N, 3, H, W) in [0, 1], got {shape}")
+    device = _device_of(model)
+    out = []
+    with torch.no_grad():
+        for start in range(0, images.shape[0], batch_size):
+            batch = images[start:start + batch_size].to(device)
+            out.append(F.normalize(model.encode_image(batch).float(), dim=-1).cpu())
+    return torch.cat(out)
+
+
+def logits_from_features(image_features: Tensor, classifier: Tensor, logit_scale: float | Tensor = 1.0) -> Tensor:
+    """(N, C) = logit_scale * cosine(image i, class c); features need not be normalised."""
+    if image_features.ndim != 2 or classifier.ndim != 2 or image_features.shape[1] != classifier.shape[1]:
+        raise ValueError(f"image features (N, D) and classifier (C, D) must share D; got {tuple(image_features.shape)} "
+                         f"and {tuple(classifier.shape)}")
+    cos = F.normalize(image_features.float(), dim=-1) @ F.normalize(classifier.float(), dim=-1).T
+    return torch.as_tensor(logit_scale, dtype=cos.dtype) * cos
 
 
 def classify(model, images: Tensor, classifier: Tensor, *, batch_size: int = 512) -> Tensor:
     """Zero-shot logits (N, C): cosine similarity of each image to each class embedding, times exp(t)."""
-    out = []
+    features = encode_images(model, images, batch_size=batch_size)
     with torch.no_grad():
-        scale = model.logit_scale.exp().clamp(max=100).float()
-        for start in range(0, images.shape[0], batch_size):
-            emb = F.normalize(model.encode_image(images[start : start + batch_size]).float(), dim=-1)
-            out.append(scale * emb @ classifier.T)
-    return torch.cat(out)
+        scale = model.logit_scale.exp().clamp(max=100).float().cpu()
+    return logits_from_features(features, classifier.cpu(), scale)
+
+
+def predict(model, images: Tensor, classifier: Tensor, *, batch_size: int = 512) -> Tensor:
+    """(N,) index of the most similar class for each image (step 5)."""
+    return classify(model, images, classifier, batch_size=batch_size).argmax(dim=1)
+
+
+def probabilities(model, images: Tensor, classifier: Tensor) -> Tensor:
+    """(N, C) softmax over the classes of the zero-shot logits."""
+    return classify(model, images, classifier).softmax(dim=1)
+
+
+def accuracy(predictions: Tensor, labels: Tensor) -> float:
+    """Share of ``predictions`` (N,) equal to ``labels`` (N,); logits (N, C) are reduced by argmax first."""
+    if predictions.ndim == 2:
+        predictions = predictions.argmax(dim=1)
+    labels = torch.as_tensor(labels)
+    if predictions.shape != labels.shape:
+        raise ValueError(f"predictions {tuple(predictions.shape)} and labels {tuple(labels.shape)} differ in shape")
+    return (predictions.cpu() == labels.cpu()).float().mean().item()
+
+
+def template_accuracies(model, image_features: Tensor, labels: Tensor, classnames: Sequence[str],
+                        templates: Sequence[str] = TEMPLATES) -> dict[str, float]:
+    """Accuracy of the one-template classifier of every template, plus ``"ensemble"`` (all of them).
+
+    ``image_features`` (N, D) from ``encode_images``; ``labels`` (N,) index into ``classnames``.
+    """
+    texts = prompts(classnames, templates)
+    with torch.no_grad():
+        emb = model.encode_text(texts).float().cpu().view(len(classnames), len(templates), -1)
+    out = {t: accuracy(logits_from_features(image_features, ensemble(emb[:, i:i + 1])), labels)
+           for i, t in enumerate(templates)}
+    out["ensemble"] = accuracy(logits_from_features(image_features, ensemble(emb)), labels)
+    return out
 
 
 def color_shape_classes() -> list[tuple[str, str]]:
@@ -81,3 +177,41 @@ def color_shape_accuracy(model, *, style: str = "photo", split: str = "train", n
         "color": round(color_right.float().mean().item(), 4),
         "shape": round(shape_right.float().mean().item(), 4),
     }
+
+
+# --------------------------------------------------------------------------------------- input checks
+
+
+def _check_names(classnames: Sequence[str]) -> None:
+    if isinstance(classnames, str) or not isinstance(classnames, Sequence) or not len(classnames):
+        raise ValueError("classnames must be a non-empty list of strings")
+    bad = [c for c in classnames if not isinstance(c, str) or not c.strip()]
+    if bad:
+        raise ValueError(f"every class name must be a non-empty string; not so: {bad[:3]}")
+
+
+def _check_templates(templates: Sequence[str]) -> None:
+    if isinstance(templates, str) or not isinstance(templates, Sequence) or not len(templates):
+        raise ValueError("templates must be a non-empty list of strings, each with one '{}'")
+    bad = [t for t in templates if not isinstance(t, str) or t.count("{}") != 1 or t.replace("{}", "").count("{")
+           or t.replace("{}", "").count("}")]
+    if bad:
+        raise ValueError(f"every template needs exactly one '{{}}' for the class name (and no other braces); "
+                         f"not so: {bad[:3]}")
+
+
+def _tokenizer_of(model):
+    text = getattr(model, "text", None)
+    tokenizer = getattr(text, "tokenizer", None) or getattr(model, "tokenizer", None)
+    if tokenizer is None or not hasattr(tokenizer, "unknown_words"):
+        from mmcourse.data.tokenizer import default_tokenizer
+
+        return default_tokenizer() if hasattr(model, "tokenize") else None
+    return tokenizer
+
+
+def _device_of(model) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except (AttributeError, StopIteration):
+        return torch.device("cpu")

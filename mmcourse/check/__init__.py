@@ -4,6 +4,7 @@ Each notebook's exercises are registered by its own module here; the registry is
 """
 
 from mmcourse.check import clip_loss, joint_embeddings  # noqa: F401  (register the exercises of notebooks 01, 02)
+from mmcourse.check import zero_shot  # noqa: F401  (register the exercises of notebook 03)
 from mmcourse.check.core import (
     EXERCISES,
     AnswerError,

@@ -1,0 +1,209 @@
+"""mmcourse.zeroshot: the classifier from label text equals open_clip's, hand-computed cases, helpers, errors."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmcourse import pretrained, zeroshot
+from mmcourse.data.shapes import COLORS, SHAPES, make_shapes
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return pretrained.load("clip_shapes")
+
+
+class TableModel(torch.nn.Module):
+    """A stand-in CLIP whose text embeddings are looked up in a table (hand-computable)."""
+
+    def __init__(self, table: dict[str, list[float]], scale: float = 10.0):
+        super().__init__()
+        self.table = table
+        self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(scale)))
+
+    def encode_text(self, texts):
+        return torch.tensor([self.table[t] for t in texts])
+
+    def encode_image(self, images):
+        return images.flatten(1)[:, :2]
+
+
+class OpenClipAdapter:
+    """What open_clip's build_zero_shot_classifier expects: encode_text(token_ids, normalize=...)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def encode_text(self, ids, normalize: bool = False):
+        x = self.model.encode_text(ids)
+        return F.normalize(x, dim=-1) if normalize else x
+
+
+# --------------------------------------------------------------------------------------- open_clip oracle
+
+
+@pytest.mark.parametrize("templates", [("a {}",), zeroshot.TEMPLATES[:5], zeroshot.TEMPLATES])
+@pytest.mark.parametrize("per_batch", [10, None])
+def test_build_classifier_equals_open_clip_on_the_course_clip(clip, templates, per_batch):
+    from open_clip.zero_shot_classifier import build_zero_shot_classifier
+
+    names = [f"{c} {s}" for c, s in zeroshot.color_shape_classes()]
+    ours = zeroshot.build_classifier(clip, names, templates)
+    theirs = build_zero_shot_classifier(OpenClipAdapter(clip), clip.tokenize, names, list(templates),
+                                        num_classes_per_batch=per_batch, device="cpu")
+    assert theirs.shape == (clip.embed_dim, len(names)) and ours.shape == (len(names), clip.embed_dim)
+    torch.testing.assert_close(ours, theirs.T, atol=2e-6, rtol=1e-5)
+
+
+def test_build_classifier_equals_open_clips_legacy_version(clip):
+    from open_clip.zero_shot_classifier import build_zero_shot_classifier_legacy
+
+    names = ["red circle", "blue crescent", "pink diamond"]
+    theirs = build_zero_shot_classifier_legacy(OpenClipAdapter(clip), clip.tokenize, names, list(zeroshot.TEMPLATES[:7]))
+    torch.testing.assert_close(zeroshot.build_classifier(clip, names, zeroshot.TEMPLATES[:7]), theirs.T, atol=2e-6, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------------------- hand-computed cases
+
+
+def _table():
+    return TableModel({
+        "a cat": [3.0, 4.0], "a photo of a cat": [0.0, 2.0],
+        "a dog": [-5.0, 0.0], "a photo of a dog": [-1.0, -1.0],
+    })
+
+
+def test_one_template_gives_the_normalised_text_embeddings():
+    out = zeroshot.build_classifier(_table(), ["cat", "dog"], ["a {}"])
+    torch.testing.assert_close(out, torch.tensor([[0.6, 0.8], [-1.0, 0.0]]))
+
+
+def test_ensemble_normalises_before_averaging_and_after():
+    out = zeroshot.build_classifier(_table(), ["cat", "dog"], ["a {}", "a photo of a {}"])
+    # cat: (0.6, 0.8) and (0, 1) -> mean (0.3, 0.9) -> / sqrt(0.9)
+    cat = torch.tensor([0.3, 0.9]) / math.sqrt(0.9)
+    # dog: (-1, 0) and (-1/sqrt2, -1/sqrt2) -> mean (-(1 + 1/sqrt2)/2, -1/(2 sqrt2))
+    r = 1 / math.sqrt(2)
+    dog = torch.tensor([-(1 + r) / 2, -r / 2])
+    torch.testing.assert_close(out, torch.stack([cat, dog / dog.norm()]))
+    # averaging the raw embeddings instead would give a different direction for cat: (1.5, 3) / |.|
+    assert not torch.allclose(out[0], F.normalize(torch.tensor([1.5, 3.0]), dim=0), atol=1e-3)
+
+
+def test_ensemble_of_a_tensor_matches_hand_numbers():
+    emb = torch.tensor([[[3.0, 4.0], [0.0, 2.0]]])  # one class, two templates
+    torch.testing.assert_close(zeroshot.ensemble(emb), (torch.tensor([0.3, 0.9]) / math.sqrt(0.9))[None])
+    with pytest.raises(ValueError, match=r"\(C, T, D\)"):
+        zeroshot.ensemble(torch.zeros(3, 4))
+
+
+def test_prompts_are_class_major():
+    assert zeroshot.prompts(["cat", "dog"], ["a {}", "the {}"]) == ["a cat", "the cat", "a dog", "the dog"]
+
+
+def test_classify_is_scale_times_cosine_and_predict_its_argmax():
+    model = _table()
+    classifier = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    images = torch.zeros(2, 3, 2, 2)
+    images[0, 0, 0, :] = torch.tensor([3.0, 4.0])  # image feature (3, 4): cos = (0.6, 0.8, -0.6)
+    images[1, 0, 0, :] = torch.tensor([-2.0, 0.1])
+    logits = zeroshot.classify(model, images, classifier)
+    torch.testing.assert_close(logits[0], torch.tensor([6.0, 8.0, -6.0]))
+    assert zeroshot.predict(model, images, classifier).tolist() == [1, 2]
+    probs = zeroshot.probabilities(model, images, classifier)
+    torch.testing.assert_close(probs[0], torch.tensor([6.0, 8.0, -6.0]).softmax(0))
+
+
+def test_logits_from_features_and_accuracy():
+    feats = torch.tensor([[2.0, 0.0], [0.0, -3.0]])
+    cls = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    torch.testing.assert_close(zeroshot.logits_from_features(feats, cls, 5.0), torch.tensor([[5.0, 0.0], [0.0, -5.0]]))
+    assert zeroshot.accuracy(torch.tensor([1, 0, 2]), torch.tensor([1, 1, 2])) == pytest.approx(2 / 3)
+    assert zeroshot.accuracy(torch.tensor([[0.1, 0.9], [0.8, 0.2]]), torch.tensor([1, 1])) == 0.5
+    with pytest.raises(ValueError, match="share D"):
+        zeroshot.logits_from_features(torch.zeros(2, 3), torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="differ in shape"):
+        zeroshot.accuracy(torch.zeros(3), torch.zeros(4))
+
+
+def test_template_accuracies_hand_case():
+    model = TableModel({"a cat": [1.0, 0.0], "a dog": [0.0, 1.0], "the cat": [0.0, 1.0], "the dog": [1.0, 0.0]})
+    feats = torch.tensor([[1.0, 0.1], [0.1, 1.0], [1.0, 0.2]])
+    labels = torch.tensor([0, 1, 0])  # "a {}" is right on all, "the {}" (swapped) on none
+    out = zeroshot.template_accuracies(model, feats, labels, ["cat", "dog"], ["a {}", "the {}"])
+    assert out["a {}"] == 1.0 and out["the {}"] == 0.0 and set(out) == {"a {}", "the {}", "ensemble"}
+
+
+# --------------------------------------------------------------------------------------- the course CLIP
+
+
+def test_zero_shot_on_the_course_clip_beats_chance_by_far(clip):
+    data = make_shapes(200, seed=4711, split="all", style="photo")
+    classes = zeroshot.color_shape_classes()
+    classifier = zeroshot.build_classifier(clip, [f"{c} {s}" for c, s in classes], zeroshot.TEMPLATES[:4])
+    truth = torch.tensor([classes.index(p) for p in data.combos])
+    assert zeroshot.accuracy(zeroshot.predict(clip, data.images, classifier), truth) > 0.9
+
+
+def test_templates_are_the_course_list():
+    assert len(zeroshot.TEMPLATES) >= 5 and len(set(zeroshot.TEMPLATES)) == len(zeroshot.TEMPLATES)
+    assert all(t.count("{}") == 1 for t in zeroshot.TEMPLATES)
+
+
+def test_unknown_words_become_unk_and_are_named(clip):
+    # the tokenizer maps every unknown word to the same <unk> id, so two unknown colours are one prompt
+    assert torch.equal(clip.tokenize(["a vermilion square"]), clip.tokenize(["a chartreuse square"]))
+    with torch.no_grad():
+        a, b = clip.encode_text(["a vermilion square", "a chartreuse square"])
+    torch.testing.assert_close(a, b)
+    assert zeroshot.unknown_words(clip, ["a vermilion square", "a photo of a vermilion disc"]) == ["vermilion"]
+    with pytest.warns(UserWarning, match="vermilion"):
+        out = zeroshot.build_classifier(clip, ["vermilion square", "red square"], ["a {}"])
+    assert out.shape == (2, clip.embed_dim) and torch.isfinite(out).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        zeroshot.build_classifier(clip, ["red square"], ["a {}"])  # known words: no warning
+        zeroshot.build_classifier(clip, ["vermilion square"], ["a {}"], warn_unknown=False)
+
+
+def test_encode_images_is_normalised_and_batch_independent(clip):
+    images = make_shapes(10, seed=3, style="sketch").images
+    a = zeroshot.encode_images(clip, images, batch_size=3)
+    b = zeroshot.encode_images(clip, images)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a.norm(dim=1), torch.ones(10))
+
+
+# --------------------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize("classnames, templates, match", [
+    ("red square", ["a {}"], "non-empty list of strings"),
+    ([], ["a {}"], "non-empty list of strings"),
+    (["red square", ""], ["a {}"], "non-empty string"),
+    (["red square", 3], ["a {}"], "non-empty string"),
+    (["red square"], "a {}", "templates must be"),
+    (["red square"], [], "templates must be"),
+    (["red square"], ["a photo"], r"exactly one '\{\}'"),
+    (["red square"], ["a {} and a {}"], r"exactly one '\{\}'"),
+    (["red square"], ["a {0}"], r"exactly one '\{\}'"),
+    (["red square"], ["a {} {"], "no other braces"),
+])
+def test_bad_input_is_explained(clip, classnames, templates, match):
+    with pytest.raises(ValueError, match=match):
+        zeroshot.build_classifier(clip, classnames, templates)
+
+
+def test_bad_images_are_explained(clip):
+    classifier = zeroshot.build_classifier(clip, list(COLORS), ["a {} square"])
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        zeroshot.classify(clip, torch.zeros(3, 32, 32), classifier)
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        zeroshot.encode_images(clip, [[0.0]])
+    with pytest.raises(ValueError, match="share D"):
+        zeroshot.classify(clip, torch.zeros(2, 3, 32, 32), torch.zeros(len(SHAPES), 7))
