@@ -59,12 +59,16 @@ def lab(tmp_path_factory):
     _require_browser()
     port = _free_port()
     home = tmp_path_factory.mktemp("jupyter")
+    # JupyterLab autosaves open notebooks (every 2 minutes), and Jupytext rewrites a .py's header when it
+    # saves: serve a copy of the notebooks, so a slow run never modifies the repository's sources
+    root = home / "course"
+    shutil.copytree(COURSE.root / "notebooks", root / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "JUPYTER_CONFIG_DIR": str(home / "config"),
            "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"), "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
     cmd = [
         sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
         "--ServerApp.token=", "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
-        "--LabApp.expose_app_in_browser=True", f"--ServerApp.root_dir={COURSE.root}", "--allow-root",
+        "--LabApp.expose_app_in_browser=True", f"--ServerApp.root_dir={root}", "--allow-root",
     ]
     log = open(home / "lab.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
