@@ -4,7 +4,9 @@
 
 * notebook 01's retrieval explorer: the same gallery and CCA space as the notebook, several captions;
 * notebook 02's temperature explorer: the same eight pairs as the notebook, several values of tau;
-* notebook 03's prompt playground: the notebook's six images, several templates and class lists.
+* notebook 03's prompt playground: the notebook's six images, several templates and class lists;
+* notebook 08's guidance slider: the notebook's four captions x 4 samples at seven weights, with the
+  fidelity/diversity curve (the samples are drawn once, up front; an interaction only draws).
 
 Each times `render` (the work one widget interaction does, matplotlib drawing to PNG included).
 """
@@ -29,6 +31,7 @@ from mmcourse.cca import fit_cca  # noqa: E402
 from mmcourse.data import make_shapes  # noqa: E402
 from mmcourse.data.shapes import RGB  # noqa: E402
 from mmcourse.models import bag_of_words  # noqa: E402
+from mmcourse.widgets.guidance import GuidanceExplorer  # noqa: E402
 from mmcourse.widgets.prompts import PromptPlayground  # noqa: E402
 from mmcourse.widgets.retrieval import RetrievalExplorer  # noqa: E402
 from mmcourse.widgets.temperature import TemperatureExplorer  # noqa: E402
@@ -60,6 +63,12 @@ def main() -> None:
              ("a {}", "wedge, disc, box, a shape with three corners, vermilion moon", 3),
              ("a {} on a grey background", ", ".join(f"{c} square" for c in ("red", "blue", "green", "pink")), 4)]
     rows.append(("03 prompt playground (template, classes or image change)", _time(lambda e: playground.render(*e), edits, playground)))
+    weights = [0.0, 0.5, 1.5, 2.5, 3.5, 5.0, 6.5]
+    guidance = GuidanceExplorer.from_model(mmcourse.pretrained.load("diffusion_shapes"),
+                                           ["a red star", "a blue crescent", "a yellow heart", "a green cross"], weights,
+                                           per_caption=4, steps=50, seed=5)
+    guidance.metrics = {w: {"fidelity": 0.5 + w / 20, "diversity": 0.3 - w / 100} for w in weights}  # the curve's cost
+    rows.append(("08 guidance slider (slider move)", _time(guidance.render, weights, guidance)))
     table = "\n".join([
         "Widget latency: one interaction (compute + draw + PNG), `python benchmarks/widget_latency.py`",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",

@@ -50,6 +50,18 @@ def _clip_train(seed: int = 0, progress: bool = True, nproc: int = 1):
     return train_clip(seed=seed, progress=progress, nproc=nproc)
 
 
+def _diffusion_build(config: dict) -> torch.nn.Module:
+    from mmcourse.diffusion import DiffusionModel
+
+    return DiffusionModel(**config)
+
+
+def _diffusion_train(seed: int = 0, progress: bool = True):
+    from mmcourse.diffusion import train_diffusion_shapes
+
+    return train_diffusion_shapes(seed=seed, progress=progress)
+
+
 def _supervised_build(config: dict) -> torch.nn.Module:
     from mmcourse.robustness import PhotoClassifier
 
@@ -73,6 +85,11 @@ RECIPES: dict[str, Recipe] = {
         _supervised_build, _supervised_train,
         "supervised CNN for the 56 seen colour-shape pairs, trained on photos only, with snapshots taken "
         "during training (the robustness baseline of notebook 03)",
+    ),
+    "diffusion_shapes": Recipe(
+        _diffusion_build, _diffusion_train,
+        "text-to-image diffusion: a small U-Net conditioned on the frozen clip_shapes text encoder, "
+        "trained with caption dropout for classifier-free guidance (notebook 08)",
     ),
 }
 

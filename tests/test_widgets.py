@@ -101,6 +101,71 @@ def test_temperature_widget_follows_the_slider_and_rejects_bad_input():
         TemperatureExplorer(torch.zeros(3, 4), torch.zeros(4, 4), ["a", "b", "c"])
 
 
+# ------------------------------------------------------------------------------ guidance slider
+
+
+def _guidance_explorer(with_metrics=True):
+    from mmcourse.widgets.guidance import GuidanceExplorer
+
+    g = torch.Generator().manual_seed(0)
+    # the "samples" of 2 captions, 3 each, at three weights; each w's images are filled with w / 10
+    samples = {w: torch.full((2, 3, 3, 8, 8), w / 10) + 0.01 * torch.rand(2, 3, 3, 8, 8, generator=g) for w in (0.0, 1.5, 3.5)}
+    metrics = {w: {"fidelity": 0.5 + w / 10, "diversity": 0.3 - w / 20} for w in samples} if with_metrics else None
+    return GuidanceExplorer(samples, ["a red circle", "a blue star"], metrics)
+
+
+def test_guidance_render_shows_the_images_of_the_nearest_weight():
+    import matplotlib.pyplot as plt
+
+    ex = _guidance_explorer()
+    fig = ex.render(1.2)  # snaps to 1.5
+    assert ex.last_w == 1.5
+    shown = fig.axes[0].images[0].get_array()
+    assert shown.shape == (16, 24, 3) and abs(float(shown.mean()) - 0.155) < 0.01
+    assert "w = 1.5" in fig.axes[0].get_title() and "guidance_scale 2.5" in fig.axes[0].get_title()
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["a red circle", "a blue star"]
+    assert any("fidelity" in ax.get_title() for ax in fig.axes)
+    plt.close(fig)
+    fig = _guidance_explorer(with_metrics=False).render(9.0)
+    assert len(fig.axes) == 1 and "w = 3.5" in fig.axes[0].get_title()
+    plt.close(fig)
+
+
+def test_guidance_widget_redraws_when_the_slider_moves():
+    ex = _guidance_explorer()
+    view = ex.widget()
+    assert ex.last_w == 0.0 and len(view.children) == 2
+    ex.slider.value = 3.5
+    assert ex.last_w == 3.5
+
+
+def test_guidance_explorer_rejects_inconsistent_samples():
+    import pytest
+
+    from mmcourse.widgets.guidance import GuidanceExplorer
+
+    with pytest.raises(ValueError, match="same shape"):
+        GuidanceExplorer({0.0: torch.zeros(2, 3, 3, 8, 8), 1.0: torch.zeros(2, 2, 3, 8, 8)}, ["a", "b"])
+    with pytest.raises(ValueError, match="2 captions"):
+        GuidanceExplorer({0.0: torch.zeros(3, 2, 3, 8, 8)}, ["a", "b"])
+    with pytest.raises(ValueError, match="at least one"):
+        GuidanceExplorer({}, [])
+
+
+def test_guidance_explorer_samples_every_weight_from_the_same_noise():
+    from mmcourse import diffusion as D
+    from mmcourse.widgets.guidance import GuidanceExplorer
+
+    torch.manual_seed(0)
+    model = D.DiffusionModel(image_size=8, channels=(8, 16), emb_dim=16).eval()
+    ex = GuidanceExplorer.from_model(model, ["a red circle", "a blue star"], [0.0, 2.0], per_caption=2, steps=3, seed=4,
+                                     metric_fn=lambda x, caps: {"fidelity": 0.5, "diversity": x.std(dim=1).mean().item()})
+    assert ex.samples[0.0].shape == (2, 2, 3, 8, 8)
+    flat = D.sample(model, ["a red circle", "a red circle", "a blue star", "a blue star"], guidance_scale=2.0, steps=3, seed=4)
+    torch.testing.assert_close(ex.samples[2.0].flatten(0, 1), flat)
+    assert set(ex.metrics) == {0.0, 2.0}
+
+
 # ------------------------------------------------------------------------------ prompt playground
 
 

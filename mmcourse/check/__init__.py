@@ -3,7 +3,7 @@
 Each notebook's exercises are registered by its own module here; the registry is what graders use too.
 """
 
-from mmcourse.check import clip_loss, joint_embeddings  # noqa: F401  (register the exercises of notebooks 01, 02)
+from mmcourse.check import clip_loss, diffusion, joint_embeddings  # noqa: F401  (register the exercises of notebooks 01, 02, 08)
 from mmcourse.check import zero_shot  # noqa: F401  (register the exercises of notebook 03)
 from mmcourse.check.core import (
     EXERCISES,

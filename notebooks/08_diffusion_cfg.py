@@ -1,0 +1,650 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.16.0
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown] slideshow={"slide_type": "slide"}
+# # 08 · Diffusion with classifier-free guidance
+#
+# **In this notebook you will**
+#
+# 1. destroy an image with the **forward process** and write $q(\mathbf x_t \mid \mathbf x_0)$ in one line;
+# 2. see why a network that predicts the **noise ε** is all a sampler needs, and train one live;
+# 3. sample the course's bundled text-to-image model with **DDPM** and **DDIM** and weigh steps
+#    against quality and time;
+# 4. steer sampling towards a caption with **classifier guidance** (a separate classifier's gradient)
+#    and with **classifier-free guidance** (the model's own conditional and unconditional predictions);
+# 5. sweep the guidance weight as the lecture's Stable Diffusion 3.5 figure does (cfg 1, 2.5, 4.5,
+#    7.5) and measure what it buys in fidelity and costs in diversity.
+#
+# About 60 minutes. Everything runs on a laptop CPU in under a minute; the bundled model
+# (`mmcourse train diffusion_shapes` rebuilds it) took about ten minutes to train on two CPU cores,
+# which is why it draws 16 × 16 images: that is what ten minutes of a CPU buy.
+
+# %% tags=["setup"]
+import sys
+
+if "google.colab" in sys.modules:  # on Colab: install the course package, pinned to this notebook's version
+    import subprocess
+
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "mmcourse @ git+https://github.com/mmcourse/mmcourse@v0.1.0"],
+        check=True,
+    )
+
+import time
+
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
+
+import mmcourse
+from mmcourse import check
+from mmcourse import diffusion as D
+from mmcourse.data import make_shapes
+from mmcourse.data.shapes import COLORS, stream_shapes
+
+device = mmcourse.start(seed=0)
+
+
+def show_row(images, titles=None, *, title=None, size=1.3, ncols=None):
+    """Images (N, 3, S, S) in [0, 1] side by side (in rows of ``ncols`` if given)."""
+    ncols = ncols or len(images)
+    nrows = -(-len(images) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * 1.25 * nrows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i >= len(images):
+            ax.axis("off")
+            continue
+        ax.imshow(images[i].permute(1, 2, 0).clamp(0, 1).cpu().numpy(), interpolation="nearest")
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    plt.tight_layout()
+    plt.show()
+
+
+# %% [markdown] slideshow={"slide_type": "slide"}
+# ## 1 · The forward process: noise, a little at a time
+#
+# A diffusion model learns to undo a process that is fixed and needs no learning. Starting from a
+# clean image $\mathbf x_0$ (pixels scaled to $[-1, 1]$), each of $T = 1000$ steps shrinks the image a
+# little and adds a little Gaussian noise:
+#
+# $$q(\mathbf x_t \mid \mathbf x_{t-1}) = \mathcal N\big(\sqrt{1-\beta_t}\,\mathbf x_{t-1},\ \beta_t \mathbf I\big).$$
+#
+# The shrinking keeps the variance from growing. Because Gaussians compose, any step can be reached
+# from $\mathbf x_0$ in one jump: with $\alpha_t = 1 - \beta_t$ and $\bar\alpha_t = \prod_{s \le t} \alpha_s$
+# (the fraction of the signal's variance that survives),
+#
+# $$q(\mathbf x_t \mid \mathbf x_0) = \mathcal N\big(\sqrt{\bar\alpha_t}\,\mathbf x_0,\ (1-\bar\alpha_t)\mathbf I\big)
+# \quad\Longleftrightarrow\quad \mathbf x_t = \sqrt{\bar\alpha_t}\,\mathbf x_0 + \sqrt{1-\bar\alpha_t}\,\boldsymbol\epsilon,\ \ \boldsymbol\epsilon \sim \mathcal N(0, \mathbf I).$$
+#
+# The schedule $\beta_1, \dots, \beta_T$ decides how fast the image disappears. DDPM spaced the
+# betas linearly; the cosine schedule of Nichol & Dhariwal keeps more signal in the middle of the
+# chain, which matters for small images: under the linear schedule a 32 × 32 picture is gone long
+# before $t = T$, and those last steps teach nothing.
+
+# %%
+linear, cosine = D.linear_schedule(), D.cosine_schedule()
+image = make_shapes(1, seed=7, style="flat").images  # (1, 3, 32, 32) in [0, 1]
+x0 = D.to_model_space(image)  # [-1, 1]
+steps_shown = [0, 100, 250, 400, 550, 700, 850, 999]
+noise = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))  # one noise draw for every t
+
+fig = plt.figure(figsize=(12, 4.4))
+grid = fig.add_gridspec(2, len(steps_shown) + 3)
+ax = fig.add_subplot(grid[:, :3])
+for sched in (linear, cosine):
+    ax.plot(sched.alphas_cumprod.numpy(), label=sched.name)
+ax.set_xlabel("step t")
+ax.set_ylabel(r"$\bar\alpha_t$ (signal variance kept)")
+ax.set_title("two schedules")
+ax.legend()
+for row, sched in enumerate((linear, cosine)):
+    for col, t in enumerate(steps_shown):
+        x_t = D.q_sample(x0, torch.tensor([t]), noise, sched)
+        a = fig.add_subplot(grid[row, col + 3])
+        a.imshow(D.to_images(x_t)[0].permute(1, 2, 0).numpy(), interpolation="nearest")
+        a.set_xticks([])
+        a.set_yticks([])
+        if row == 0:
+            a.set_title(f"t = {t}", fontsize=8)
+        if col == 0:
+            a.set_ylabel(sched.name, fontsize=8)
+fig.suptitle(r"$x_t$ of one image: the same noise $\epsilon$, more of it as t grows", fontsize=10)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# **Exercise 08.q_sample** (2 points). Write `q_sample(x0, t, noise, alphas_cumprod)`: a batch of
+# clean images `x0` `(N, ...)`, one integer step per image `t` `(N,)`, the noise `(N, ...)` and the
+# schedule's $\bar\alpha$ as a `(T,)` tensor; return $\mathbf x_t$. Each image has its own step, so
+# $\bar\alpha_t$ must broadcast over everything after the batch dimension, whatever the shape.
+
+# %% exercise="08.q_sample"
+def q_sample(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """x0, noise (N, ...), t (N,) integer steps, alphas_cumprod (T,) -> x_t (N, ...)."""
+    ### BEGIN SOLUTION
+    abar = alphas_cumprod[t].view(-1, *[1] * (x0.ndim - 1))  # (N, 1, 1, 1) for images
+    return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+    ### END SOLUTION
+
+
+# %% tags=["check"]
+check.exercise("08.q_sample", q_sample)
+t_demo = torch.tensor([10, 500, 990])
+same = torch.allclose(q_sample(x0.expand(3, -1, -1, -1), t_demo, noise.expand(3, -1, -1, -1), cosine.alphas_cumprod),
+                      D.q_sample(x0.expand(3, -1, -1, -1), t_demo, noise.expand(3, -1, -1, -1), cosine), atol=1e-6)
+print(f"your q_sample equals mmcourse.diffusion.q_sample (tested against diffusers' add_noise): {same}")
+
+# %% [markdown] slideshow={"slide_type": "slide"}
+# ## 2 · Why predicting the noise is enough
+#
+# Generating means running the chain backwards: start from pure noise $\mathbf x_T$ and take
+# $\mathbf x_t \to \mathbf x_{t-1}$ steps. The true reverse step $q(\mathbf x_{t-1} \mid \mathbf x_t)$
+# needs the whole data distribution, but the reverse step *given the clean image*,
+# $q(\mathbf x_{t-1} \mid \mathbf x_t, \mathbf x_0)$, is a Gaussian with a closed-form mean and variance.
+# So a sampler needs one thing at each step: a guess of $\mathbf x_0$. And since
+# $\mathbf x_t = \sqrt{\bar\alpha_t}\mathbf x_0 + \sqrt{1-\bar\alpha_t}\boldsymbol\epsilon$, guessing the
+# noise is the same as guessing the image:
+#
+# $$\hat{\mathbf x}_0 = \frac{\mathbf x_t - \sqrt{1-\bar\alpha_t}\,\boldsymbol\epsilon_\theta(\mathbf x_t, t)}{\sqrt{\bar\alpha_t}}.$$
+#
+# DDPM therefore trains a network $\boldsymbol\epsilon_\theta$ with the plain regression
+#
+# $$\mathcal L = \mathbb E_{\mathbf x_0, t, \boldsymbol\epsilon}\,\big\|\boldsymbol\epsilon - \boldsymbol\epsilon_\theta(\mathbf x_t, t)\big\|^2,$$
+#
+# the variational lower bound of the lecture with its per-step weights dropped (Ho et al. found the
+# unweighted version gives better samples). Three reasons the noise is the right target:
+#
+# * **it is well scaled at every step**: ε has unit variance whatever $t$ is, so one network handles
+#   nearly clean and nearly pure-noise inputs alike; $\mathbf x_0$ as a target is nearly unpredictable
+#   at large $t$ and nearly a copy of the input at small $t$;
+# * **it is a denoiser**: the best possible ε-prediction gives $\hat{\mathbf x}_0 = \mathbb E[\mathbf x_0 \mid \mathbf x_t]$,
+#   the average of all clean images that could have produced $\mathbf x_t$;
+# * **it is a score**: $\boldsymbol\epsilon^*(\mathbf x_t, t) = -\sqrt{1-\bar\alpha_t}\,\nabla_{\mathbf x_t} \log p_t(\mathbf x_t)$.
+#   The network points from $\mathbf x_t$ towards likelier images, and section 5 will add other
+#   gradients to it.
+#
+# With the true noise the inversion is exact; with a wrong guess the error is magnified by
+# $\sqrt{(1-\bar\alpha_t)/\bar\alpha_t}$, which is why early steps (large $t$) only sketch the image:
+
+# %%
+for t in (100, 500, 900):
+    abar = cosine.alpha_bar(t)
+    x_t = D.q_sample(x0, torch.tensor([t]), noise, cosine)
+    exact = D.predict_x0(x_t, noise, abar)
+    off = D.predict_x0(x_t, noise + 0.1 * torch.randn_like(noise), abar)  # a 10% error in the noise
+    print(f"t = {t}: sqrt((1-abar)/abar) = {((1 - abar) / abar).sqrt():7.2f}   |x0_hat - x0| with the true noise "
+          f"{(exact - x0).abs().max():.1e}, with 10% noise error {(off - x0).abs().mean():.3f}")
+
+# %% [markdown] slideshow={"slide_type": "slide"}
+# ## 3 · Train a denoiser, live
+#
+# A text-to-image model adds the caption: $\boldsymbol\epsilon_\theta(\mathbf x_t, t, \mathbf c)$ with
+# $\mathbf c$ the caption's embedding from a **frozen text encoder**, as DALL-E 2 and Imagen use
+# theirs; ours is the course CLIP's text tower from notebook 02. The network is a small U-Net
+# (`mmcourse.models.unet`): convolutions that halve the resolution and double it back, with skips,
+# and the step $t$ and the caption enter every block as a per-channel scale and shift (FiLM).
+#
+# One more ingredient, needed in section 5: for 10 % of the training images the caption is replaced
+# by a learned "no caption" vector, so the same network also learns the unconditional
+# $\boldsymbol\epsilon_\theta(\mathbf x_t, t)$. Here is the whole training step, written out:
+
+# %%
+torch.manual_seed(0)
+tiny = D.DiffusionModel(encoder="clip_shapes", image_size=16, channels=(16, 32), emb_dim=64).to(device)
+opt = torch.optim.AdamW(tiny.parameters(), lr=3e-3)
+sched = tiny.schedule
+stream = stream_shapes(32, seed=1, style="flat", size=16)  # fresh captioned images, never a held-out pair
+live_losses, start = [], time.perf_counter()
+tiny.train()
+while time.perf_counter() - start < 6 and len(live_losses) < 300:  # about six seconds
+    batch = next(stream)
+    x0_b = D.to_model_space(batch.images).to(device)  # (B, 3, 16, 16) in [-1, 1]
+    c = tiny.encode(batch.captions)  # (B, 64): frozen CLIP text embeddings
+    drop = torch.rand(len(c), device=device) < 0.1  # caption dropout: learn eps(x_t, t) too
+    c = torch.where(drop[:, None], tiny.null_cond.expand_as(c), c)
+    t = torch.randint(0, sched.num_steps, (len(c),), device=device)  # a random step per image
+    eps = torch.randn_like(x0_b)
+    x_t = D.q_sample(x0_b, t, eps, sched)  # noise each image to its step
+    loss = F.mse_loss(tiny(x_t, t, c), eps)  # predict the noise
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    live_losses.append(loss.item())
+tiny.eval()
+print(f"{len(live_losses)} steps in {time.perf_counter() - start:.1f} s: loss {live_losses[0]:.3f} -> "
+      f"{sum(live_losses[-10:]) / 10:.3f}")
+fig, ax = plt.subplots(figsize=(5, 3))
+ax.plot(live_losses)
+ax.set_yscale("log")
+ax.set_xlabel("step (batch of 32)")
+ax.set_ylabel(r"$\|\epsilon - \epsilon_\theta\|^2$ per pixel")
+ax.set_title("a denoiser learns fast at first")
+plt.tight_layout()
+plt.show()
+show_row(D.sample(tiny, ["a red circle", "a blue square", "a yellow star", "a green heart"], guidance_scale=0.0,
+                  steps=25, seed=0), ["red circle", "blue square", "yellow star", "green heart"],
+         title="after a few seconds: blobs")
+
+# %% [markdown] slideshow={"slide_type": "fragment"}
+# The loss falls from 1 (predicting nothing) by an order of magnitude within a hundred steps: most
+# of the noise is easy to spot, on the flat background. What remains, the noise on top of the
+# object at high noise levels, decides colour and shape, and it takes thousands of steps more. The
+# package's `D.training_loss` is the same step (the tests check it), with one refinement the
+# bundled model uses: min-SNR weighting, which lowers the weight of the nearly clean steps so more
+# of the gradient goes to those noisy ones.
+
+# %% [markdown] slideshow={"slide_type": "slide"}
+# ## 4 · The bundled model: DDPM and DDIM
+#
+# `mmcourse.pretrained.load("diffusion_shapes")` is the same design trained for about ten minutes
+# on two CPU cores: 16 × 16 flat images of one object, captions in many wordings ("the crimson
+# disc", "there is a turquoise box in the top"), the eight held-out colour–shape pairs never shown,
+# a self-attention layer at the 4 × 4 bottleneck, and min-SNR loss weighting. At 32 × 32 the same
+# ten minutes taught a model colours but not shapes; the card says what 16 × 16 buys.
+
+# %%
+from mmcourse import pretrained
+
+model = pretrained.load("diffusion_shapes", device=device)
+info = pretrained.card("diffusion_shapes")
+n_params = sum(p.numel() for p in model.parameters())
+print(f"{n_params:,} parameters in the denoiser; {info['metrics']['steps']} steps of {info['metrics']['batch_size']} "
+      f"images in {info['train']['seconds'] / 60:.1f} min on {info['train']['machine']}; text encoder: "
+      f"clip_shapes (sha256 {model.config['encoder_sha256'][:12]}..., frozen, not part of this checkpoint)")
+
+# what the network believes x_0 is, from x_t alone (plus the caption)
+S = model.image_size  # 16
+real = make_shapes(1, seed=11, style="flat", size=S)
+x0_real = D.to_model_space(real.images).to(device)
+ts = [950, 800, 600, 400, 200]
+eps_true = torch.randn(len(ts), *x0_real.shape[1:], generator=torch.Generator().manual_seed(1)).to(device)
+x_ts = D.q_sample(x0_real.expand(len(ts), -1, -1, -1), torch.tensor(ts, device=device), eps_true, model.schedule)
+with torch.no_grad():
+    eps_hat = model(x_ts, torch.tensor(ts, device=device), model.encode(real.captions * len(ts)))
+x0_hats = torch.cat([D.predict_x0(x_ts[i : i + 1], eps_hat[i : i + 1], model.schedule.alpha_bar(t).to(device))
+                     for i, t in enumerate(ts)])
+show_row(torch.cat([D.to_images(x_ts), real.images.to(device), D.to_images(x0_hats.clamp(-1, 1))]),
+         [f"x_t, t={t}" for t in ts] + ["the real x_0"] + [f"x0_hat from t={t}" for t in ts], ncols=len(ts) + 1,
+         title=f"'{real.captions[0]}': noisy inputs and the model's estimate of the clean image")
+
+# %% [markdown] slideshow={"slide_type": "slide"}
+# ### Two samplers
+#
+# **DDPM** (ancestral sampling) draws $\mathbf x_{t-1}$ from the Gaussian posterior
+# $q(\mathbf x_{t-1} \mid \mathbf x_t, \hat{\mathbf x}_0)$: its mean mixes $\hat{\mathbf x}_0$
+# (clipped to the range of real images) and $\mathbf x_t$, and fresh noise is added at every step. The
+# same posterior exists for any earlier step $t' < t$, so DDPM can skip steps too; it was designed for
+# all 1 000, and skipping is where it is said to suffer.
+#
+# **DDIM** (Song et al.) keeps the same training but replaces the chain by a deterministic one: estimate
+# $\hat{\mathbf x}_0$, then re-noise it to the earlier step with the *same* predicted noise,
+#
+# $$\mathbf x_{t'} = \sqrt{\bar\alpha_{t'}}\,\hat{\mathbf x}_0 + \sqrt{1-\bar\alpha_{t'}}\,\boldsymbol\epsilon_\theta(\mathbf x_t, t), \qquad t' < t.$$
+#
+# No noise is added, so one $\mathbf x_T$ always gives the same image, and $t'$ can be far below $t$:
+# 50 steps instead of 1 000.
+#
+# **Exercise 08.ddim_step** (3 points). Write `ddim_step(x_t, eps, alpha_bar_t, alpha_bar_prev)`, the
+# update above (deterministic, η = 0, without clipping $\hat{\mathbf x}_0$). The alpha bars arrive as
+# Python floats or 0-d tensors.
+
+# %% exercise="08.ddim_step"
+def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_t, alpha_bar_prev) -> torch.Tensor:
+    """x_t, eps (N, ...), the alpha bars of steps t and t' < t -> x_{t'} (N, ...)."""
+    ### BEGIN SOLUTION
+    x0_hat = (x_t - (1 - alpha_bar_t) ** 0.5 * eps) / alpha_bar_t**0.5
+    return alpha_bar_prev**0.5 * x0_hat + (1 - alpha_bar_prev) ** 0.5 * eps
+    ### END SOLUTION
+
+
+# %% tags=["check"]
+check.exercise("08.ddim_step", ddim_step)
+xs, es = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
+ours_step = ddim_step(xs, es, cosine.alpha_bar(700), cosine.alpha_bar(650))
+package_step = D.ddim_step(xs, es, 700, 650, cosine, clip_x0=False)
+print(f"your step equals mmcourse.diffusion.ddim_step (tested against diffusers' DDIMScheduler): "
+      f"{torch.allclose(ours_step, package_step, atol=1e-5)}")
+
+# %% [markdown]
+# The package's `D.sample` runs either loop; here both samplers draw the same eight captions at
+# several step counts, with guidance w = 3 (section 5 explains it). Samplers clip
+# $\hat{\mathbf x}_0$ to $[-1, 1]$, the range of real images. One row then runs DDIM as above, with
+# the network's ε in the direction term (diffusers' default); the other DDIM rows recompute ε from
+# the clipped $\hat{\mathbf x}_0$ (the text after the table says why). The time is per image on this
+# machine; the score is how often an independent classifier, trained only on real images, reads
+# both the requested colour and the requested shape (16 × 16 images are upsampled for it; it reads
+# real ones right about 97 % of the time).
+
+# %%
+classifier = pretrained.load("attributes_shapes")
+pairs = D.eval_pairs()
+sampler_captions = [f"a {c} {s}" for c, s in pairs]
+runs = [("DDIM", 10, True), ("DDIM", 25, True), ("DDIM", 50, True), ("DDIM", 50, False),
+        ("DDPM", 10, True), ("DDPM", 50, True), ("DDPM", 200, True)]
+rows, table = [], []
+for sampler, n_steps, recompute in runs:
+    start = time.perf_counter()
+    x = D.sample(model, sampler_captions * 2, guidance_scale=3.0, steps=n_steps, seed=1, sampler=sampler.lower(),
+                 eps_from_clipped_x0=recompute).cpu()
+    seconds = (time.perf_counter() - start) / len(x)
+    score = D.score_images(x.view(2, len(pairs), *x.shape[1:]).transpose(0, 1), pairs, classifier)
+    label = f"{sampler} {n_steps}" + ("" if recompute or sampler == "DDPM" else ", ε as predicted")
+    table.append((label, seconds, score["both"]))
+    rows.append(x[: len(pairs)])
+fig, axes = plt.subplots(len(rows), 1, figsize=(8, 1.05 * len(rows)))
+for ax, x, (label, seconds, acc) in zip(axes, rows, table):
+    ax.imshow(torch.cat(list(x), dim=2).permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+axes[0].xaxis.tick_top()
+axes[0].set_xticks([S * (i + 0.5) for i in range(len(pairs))], [f"{c}\n{s}" for c, s in pairs], fontsize=7)
+plt.tight_layout()
+plt.show()
+print(f"{'sampler':24s}{'ms / image':>11s}{'colour+shape':>14s}  (16 images each, w = 3)")
+for label, seconds, acc in table:
+    print(f"{label:24s}{1000 * seconds:11.1f}{acc:14.2f}")
+
+# %% [markdown] slideshow={"slide_type": "fragment"}
+# What to read in the table (sixteen images per row make a coarse score: read the trend, not the
+# second decimal; `benchmarks/diffusion_quality.py` measures the same on more images):
+#
+# * **time is proportional to steps**: every step is one pass of the U-Net per image, two with guidance;
+# * **a few dozen steps are enough for either sampler**: on 96 images per row (the benchmark's table)
+#   DDIM scores 0.74 / 0.78 / 0.81 at 10 / 25 / 50 steps and DDPM 0.74 / 0.78 / 0.78 at 10 / 50 / 1 000.
+#   Past a few dozen steps the model, not the sampler, is the limit;
+# * **the two samplers differ in character, not in score**: DDIM is deterministic (one
+#   $\mathbf x_T$ gives nearly the same image at any step count) and keeps a faint grain in flat
+#   backgrounds, while DDPM's fresh noise gives a different image for every step count;
+# * **"ε as predicted" breaks under guidance.** $\hat{\mathbf x}_0$ is clipped to $[-1, 1]$ (where
+#   real images live), but the direction term $\sqrt{1-\bar\alpha_{t'}}\,\bar{\boldsymbol\epsilon}$
+#   is not. Guidance pushes both. At high noise $\hat{\mathbf x}_0$ is divided by a tiny
+#   $\sqrt{\bar\alpha_t}$, so its push is lost in the clip and survives in full only in the direction
+#   term, where it enters with the opposite sign: each step moves the image *away* from the caption.
+#   The cure is to recompute the noise the clipped image implies,
+#   $\boldsymbol\epsilon = (\mathbf x_t - \sqrt{\bar\alpha_t}\,\hat{\mathbf x}_0)/\sqrt{1-\bar\alpha_t}$, so both
+#   terms describe the same $\mathbf x_t$ again; that is `D.ddim_step(..., eps_from_clipped_x0=True)`,
+#   diffusers' `use_clipped_model_output=True`, and what `D.sample` does. DDPM uses only the clipped
+#   $\hat{\mathbf x}_0$ (and fresh noise), so it never had the problem. `D.sample` defaults to DDPM with
+#   50 steps, the sampler the model's card is measured with.
+
+# %% [markdown] slideshow={"slide_type": "slide"}
+# ## 5 · Guidance
+#
+# A conditional model samples from $p(\mathbf x \mid y)$, and at small scale that distribution is
+# broad: a "red star" can come out orange or star-ish. **Guidance** sharpens it towards images that
+# are unmistakably $y$. By Bayes, $\nabla \log p(\mathbf x_t \mid y) = \nabla \log p(\mathbf x_t) + \nabla \log p(y \mid \mathbf x_t)$:
+# an unconditional score plus a classifier's gradient, and guidance scales up the second term.
+#
+# ### Classifier guidance
+#
+# Dhariwal & Nichol trained a separate classifier on *noisy* images, $f_\phi(y \mid \mathbf x_t, t)$,
+# and used its gradient $\nabla_{\mathbf x}\log f_\phi(y \mid \mathbf x_t)$ to steer an unconditional
+# model. In noise-prediction form (the score is $-\boldsymbol\epsilon/\sqrt{1-\bar\alpha_t}$):
+#
+# $$\hat{\boldsymbol\epsilon} = \boldsymbol\epsilon_\theta(\mathbf x_t, t) - s\,\sqrt{1-\bar\alpha_t}\;\nabla_{\mathbf x_t}\log f_\phi(y \mid \mathbf x_t, t).$$
+#
+# A small demo: a colour classifier on noisy images, trained here for a few seconds, steers the
+# bundled model's *unconditional* prediction (its "no caption" vector) towards a colour. The
+# classifier sees $\mathbf x_t$ and, as an extra input channel, the noise level.
+
+# %%
+class NoisyColourClassifier(torch.nn.Module):
+    """f(colour | x_t, t): a small CNN on the noisy image plus a channel holding sqrt(1 - abar_t)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Conv2d(4, 32, 3, padding=1), torch.nn.SiLU(), torch.nn.AvgPool2d(2),
+            torch.nn.Conv2d(32, 32, 3, padding=1), torch.nn.SiLU(), torch.nn.AdaptiveMaxPool2d(1),
+            torch.nn.Flatten(), torch.nn.Linear(32, len(COLORS)),
+        )
+
+    def forward(self, x_t, noise_level):
+        level = noise_level.view(-1, 1, 1, 1).expand(-1, 1, *x_t.shape[2:])
+        return self.net(torch.cat([x_t, level], dim=1))
+
+
+torch.manual_seed(0)
+noisy_clf = NoisyColourClassifier().to(device)
+opt = torch.optim.Adam(noisy_clf.parameters(), lr=3e-3)
+pool = make_shapes(4096, seed=21, style="flat", size=S)
+pool_x0, pool_y = D.to_model_space(pool.images).to(device), pool.color_ids.to(device)
+start, clf_losses = time.perf_counter(), []
+for step in range(200):
+    idx = torch.randint(0, len(pool_y), (64,))
+    t = torch.randint(0, 1000, (64,), device=device)
+    x_t = D.q_sample(pool_x0[idx], t, torch.randn_like(pool_x0[idx]), model.schedule)
+    level = (1 - model.schedule.alphas_cumprod.to(device)[t]).sqrt()
+    loss = F.cross_entropy(noisy_clf(x_t, level), pool_y[idx])
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    clf_losses.append(loss.item())
+noisy_clf.eval()
+print(f"noisy-image colour classifier: 200 steps in {time.perf_counter() - start:.1f} s, "
+      f"loss {clf_losses[0]:.2f} -> {sum(clf_losses[-20:]) / 20:.2f} (chance: ln 8 = 2.08)")
+
+
+def classifier_guided_sample(target_colours, scale, steps=50, seed=0):
+    """DDPM from the unconditional eps, pushed along the classifier's gradient of log f(y | x_t)."""
+    n = len(target_colours)
+    y = torch.tensor([COLORS.index(c) for c in target_colours], device=device)
+    null = model.null_cond.detach().expand(n, -1)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, S, S, generator=g).to(device)
+    timesteps = D.sampling_timesteps(steps)
+    for i, t in enumerate(timesteps):
+        t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+        abar = model.schedule.alpha_bar(t).to(device)
+        x_in = x.detach().requires_grad_(True)
+        log_f = F.log_softmax(noisy_clf(x_in, (1 - abar).sqrt().expand(n)), dim=1)[torch.arange(n), y]
+        grad = torch.autograd.grad(log_f.sum(), x_in)[0]  # grad_x log f(y | x_t)
+        with torch.no_grad():
+            eps = model(x, torch.full((n,), t, device=device), null)
+            eps = eps - scale * (1 - abar).sqrt() * grad
+            x = D.ddpm_step(x, eps, t, t_prev, model.schedule, torch.randn(x.shape, generator=g).to(device))
+    return D.to_images(x).detach()
+
+
+targets = [c for c in COLORS for _ in range(2)]
+unguided = classifier_guided_sample(targets, scale=0.0)
+guided = classifier_guided_sample(targets, scale=5.0)
+def judge(x):
+    """How often the independent classifier (trained on real 32 x 32 images) reads the target colour."""
+    with torch.no_grad():
+        logits = classifier(F.interpolate(x.cpu(), size=32, mode="bilinear", align_corners=False))
+    return (logits[:, : len(COLORS)].argmax(1) == torch.tensor([COLORS.index(c) for c in targets])).float().mean().item()
+
+
+print(f"independent classifier reads the target colour: unconditional {judge(unguided):.2f}, "
+      f"classifier-guided {judge(guided):.2f} (chance {1 / len(COLORS):.2f})")
+show_row(torch.cat([unguided, guided]), [""] * len(targets) + targets, size=0.7, ncols=len(targets),
+         title="top: unconditional samples (no caption); bottom: the same start, guided by the noisy classifier "
+         "towards the colour named above each image (s = 5)")
+
+# %% [markdown] slideshow={"slide_type": "slide"}
+# It works, but it needs a second model that must be trained on noisy images at every noise level,
+# a backward pass through it at every step, and its gradients can be adversarial: pixels changed
+# just enough to convince the classifier, not a person.
+#
+# ### Classifier-free guidance
+#
+# Ho & Salimans noticed that a model trained with caption dropout already holds a classifier. By
+# Bayes, $\log p(y \mid \mathbf x_t) = \log p(\mathbf x_t \mid y) - \log p(\mathbf x_t) + \text{const}$,
+# and both scores are predictions the network makes:
+# $\nabla \log p(y \mid \mathbf x_t) = -\big(\boldsymbol\epsilon_\theta(\mathbf x_t, t, y) - \boldsymbol\epsilon_\theta(\mathbf x_t, t)\big)/\sqrt{1-\bar\alpha_t}$.
+# Putting this implicit classifier into the formula above, with weight $w$, gives the lecture's rule:
+#
+# $$\bar{\boldsymbol\epsilon}_\theta(\mathbf x_t, t, y) = \boldsymbol\epsilon_\theta(\mathbf x_t, t, y) + w\,\big(\boldsymbol\epsilon_\theta(\mathbf x_t, t, y) - \boldsymbol\epsilon_\theta(\mathbf x_t, t)\big).$$
+#
+# $w = 0$ is the plain conditional model; larger $w$ extrapolates away from "any image" towards
+# "this caption". No second model, no gradients: one extra forward pass per step (the two predictions
+# run as one batch). Libraries write the same rule as
+# $\boldsymbol\epsilon_u + s(\boldsymbol\epsilon_c - \boldsymbol\epsilon_u)$ with `guidance_scale` $s = 1 + w$,
+# so Stable Diffusion's "cfg 7.5" is $w = 6.5$ and "cfg 1" is no guidance at all.
+#
+# **Exercise 08.cfg** (2 points). Write `guided_eps(eps_cond, eps_uncond, w)`, the rule above.
+
+# %% exercise="08.cfg"
+def guided_eps(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, w: float) -> torch.Tensor:
+    """The classifier-free guided noise prediction, same shape as the inputs."""
+    ### BEGIN SOLUTION
+    return eps_cond + w * (eps_cond - eps_uncond)
+    ### END SOLUTION
+
+
+# %% tags=["check"]
+check.exercise("08.cfg", guided_eps)
+print("Stable Diffusion's cfg 1, 2.5, 4.5, 7.5 as w:", [D.cfg_scale_to_w(s) for s in (1, 2.5, 4.5, 7.5)])
+
+# %% [markdown] slideshow={"slide_type": "slide"}
+# ## 6 · The guidance sweep
+#
+# The lecture shows Stable Diffusion 3.5 drawing "a woman with a cowboy hat riding a horse" at cfg
+# 1, 2.5, 4.5 and 7.5. Here is the same sweep, $w = 0, 1.5, 3.5, 6.5$, for four captions, with the
+# same starting noise $\mathbf x_T$ in every column, so each row shows one draw guided more and more.
+# The samples are computed once and kept for the slider below.
+
+# %%
+from mmcourse.widgets.guidance import GuidanceExplorer
+
+sweep_captions = ["a red star", "a blue crescent", "a yellow heart", "a green cross"]
+sweep_pairs = [tuple(c.split()[1:]) for c in sweep_captions]
+sweep_weights = [0.0, 0.5, 1.5, 2.5, 3.5, 5.0, 6.5]
+start = time.perf_counter()
+
+
+def fidelity_and_diversity(images, captions):
+    scores = D.score_images(images, sweep_pairs, classifier)
+    return {"fidelity": scores["both"], "diversity": scores["diversity"]}
+
+
+explorer = GuidanceExplorer.from_model(model, sweep_captions, sweep_weights, per_caption=4, steps=50, seed=5,
+                                       metric_fn=fidelity_and_diversity)
+print(f"{len(sweep_weights)} weights x {len(sweep_captions)} captions x 4 samples in {time.perf_counter() - start:.1f} s")
+
+sd35 = [0.0, 1.5, 3.5, 6.5]
+fig, axes = plt.subplots(1, len(sd35), figsize=(11, 3.4))
+for ax, w in zip(axes, sd35):
+    ax.imshow(explorer.grid(w).numpy(), interpolation="nearest")
+    ax.set_title(f"cfg {1 + w:g}  (w = {w:g})")
+    ax.set_xticks([])
+    ax.set_yticks([])
+axes[0].set_yticks([S * (i + 0.5) for i in range(len(sweep_captions))], sweep_captions, fontsize=8)
+fig.suptitle("the seed's guidance sweep on the shapes world: one row per caption, 4 draws each", fontsize=10)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown] slideshow={"slide_type": "slide"}
+# ### Fidelity against diversity
+#
+# Two numbers per $w$, from the model's card, measured when it was built: twelve samples of each of
+# eight captions "a {colour} {shape}" (every colour and every shape once), DDPM with 50 steps:
+#
+# * **fidelity**: the share of samples in which the independent classifier reads both the colour and
+#   the shape of the caption;
+# * **diversity**: the per-pixel standard deviation across the samples of one caption. Real images of
+#   one caption differ in size, position and background; a model that draws one prototype scores 0.
+#
+# The dotted lines are the same two numbers for real images of the training distribution. Fidelity
+# climbs fast up to $w \approx 1.5$ and then stays put, below the real images' 0.97 (the model's
+# shapes are rougher than the renderer's); diversity falls the whole way. At $w = 0$ the samples are
+# *more* varied than real images by this measure: some backgrounds come out black or white, and faint
+# speckle remains, and a pixel statistic counts both as variety. It cannot tell variety from error;
+# the fidelity next to it can.
+
+# %%
+card_w = sorted(info["metrics"]["guidance"], key=float)
+ws = [float(w) for w in card_w]
+fidelity = [info["metrics"]["guidance"][w]["both"] for w in card_w]
+diversity = [info["metrics"]["guidance"][w]["diversity"] for w in card_w]
+real_scores = info["metrics"]["real_images"]
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.4))
+ax1.plot(ws, fidelity, "o-", label="samples")
+ax1.axhline(real_scores["both"], ls=":", color="gray", label="real images")
+ax1.set_xlabel("guidance weight w")
+ax1.set_ylabel("colour and shape correct")
+ax1.set_ylim(0, 1.05)
+ax1.set_title("fidelity rises with w")
+ax1.legend()
+ax2.plot(diversity, fidelity, "o-")
+for w, d, f in zip(ws, diversity, fidelity):
+    ax2.annotate(f"w={w:g}", (d, f), textcoords="offset points", xytext=(4, -10), fontsize=7)
+ax2.axvline(real_scores["diversity"], ls=":", color="gray", label="real images")
+ax2.set_xlabel("diversity (pixel std within a caption)")
+ax2.set_ylabel("fidelity")
+ax2.set_title("and diversity pays for it")
+ax2.legend()
+plt.tight_layout()
+plt.show()
+for w in card_w:
+    g = info["metrics"]["guidance"][w]
+    print(f"w = {float(w):3.1f} (cfg {1 + float(w):3.1f}): colour {g['color']:.2f}  shape {g['shape']:.2f}  "
+          f"both {g['both']:.2f}  diversity {g['diversity']:.3f}")
+print(f"real images:         colour {real_scores['color']:.2f}  shape {real_scores['shape']:.2f}  "
+      f"both {real_scores['both']:.2f}  diversity {real_scores['diversity']:.3f}")
+
+# %% [markdown] slideshow={"slide_type": "slide"}
+# ### Play: slide w
+#
+# The slider moves through the samples computed above (nothing is sampled when it moves). Watch a row:
+# at $w = 0$ the draws differ in size, place and background and some miss the shape; as $w$ grows they
+# agree with the caption and with each other; at the largest weights colours saturate and shapes
+# turn into the same bold template. The curve on the right is the fidelity and diversity of these 16
+# samples per weight (a small sample, so a noisy curve).
+
+# %%
+explorer.widget(w=0.0)
+
+# %% [markdown] slideshow={"slide_type": "notes"}
+# Instructor: start at w = 0 and point at a row whose draws disagree; slide to 1.5 and 3.5 (most
+# rows become right); end at 6.5 (saturated, near-identical draws). Then connect to the SD3.5 figure:
+# the same trade, at the scale of a real model, is why products default to cfg 4-7.
+
+# %% [markdown] slideshow={"slide_type": "slide"}
+# ## What to remember
+#
+# * The forward process has a closed form: $\mathbf x_t = \sqrt{\bar\alpha_t}\mathbf x_0 + \sqrt{1-\bar\alpha_t}\boldsymbol\epsilon$;
+#   the schedule decides how fast $\bar\alpha_t$ falls.
+# * A network that predicts the noise predicts the clean image and the score at once; training is a
+#   regression on ε with a random step per image.
+# * DDPM adds fresh noise every step; DDIM is deterministic and skips steps, so a few dozen steps do
+#   what 1 000 did. Time is proportional to steps (twice that with guidance). If $\hat{\mathbf x}_0$ is
+#   clipped, recompute ε from it, or guidance turns against itself.
+# * Classifier guidance adds a noisy-image classifier's gradient; classifier-free guidance gets the
+#   same effect from one network trained with caption dropout:
+#   $\bar{\boldsymbol\epsilon} = \boldsymbol\epsilon_c + w(\boldsymbol\epsilon_c - \boldsymbol\epsilon_u)$,
+#   $w = s - 1$ for a library's `guidance_scale` $s$.
+# * Guidance trades diversity for fidelity: a little fixes wrong samples, a lot makes every sample the
+#   same caricature.
+#
+# ## References
+#
+# * J. Ho, A. Jain, P. Abbeel. *Denoising diffusion probabilistic models.* NeurIPS 2020.
+# * J. Song, C. Meng, S. Ermon. *Denoising diffusion implicit models.* ICLR 2021.
+# * A. Nichol, P. Dhariwal. *Improved denoising diffusion probabilistic models (the cosine schedule).* ICML 2021.
+# * P. Dhariwal, A. Nichol. *Diffusion models beat GANs on image synthesis (classifier guidance).* NeurIPS 2021.
+# * J. Ho, T. Salimans. *Classifier-free diffusion guidance.* NeurIPS 2021 workshop, 2022.
+# * T. Hang et al. *Efficient diffusion training via min-SNR weighting strategy.* ICCV 2023.
+# * A. Ramesh et al. *Hierarchical text-conditional image generation with CLIP latents (DALL-E 2).* 2022.
+# * C. Saharia et al. *Photorealistic text-to-image diffusion models with deep language understanding (Imagen).* NeurIPS 2022.
+# * P. Esser et al. *Scaling rectified flow transformers for high-resolution image synthesis (Stable Diffusion 3).* ICML 2024.
+# * diffusers: `DDPMScheduler`, `DDIMScheduler` (the oracles of the course's tests).
