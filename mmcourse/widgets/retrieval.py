@@ -48,6 +48,7 @@ class RetrievalExplorer:
         self._mean, self._basis, self._xy = pca_2d(unit)
         self.examples = list(examples)
         self.last_indices: list[int] = []
+        self._fig = None
         self._widget = None
 
     def search(self, text: str) -> tuple[list[int], list[float], Tensor]:
@@ -59,36 +60,49 @@ class RetrievalExplorer:
         return top.indices.tolist(), top.values.tolist(), xy[0]
 
     def render(self, text: str):
-        """A figure: the top-k images as one strip (with their cosine scores) and the 2-D map."""
-        import matplotlib.pyplot as plt
+        """A figure: the top-k images as one strip (with their cosine scores) and the 2-D map.
 
+        Drawn once; later calls only swap the thumbnails, scores, circles, star and title."""
         idx, scores, qxy = self.search(text)
         self.last_indices = idx
-        cols = (self.k + 1) // 2
+        if self._fig is None:
+            self._draw()
+        cols, (h, w) = (self.k + 1) // 2, self._cell
         thumbs = self.images[idx]
-        pad = torch.ones(len(idx), 3, thumbs.shape[2] + 4, thumbs.shape[3] + 4)
-        pad[:, :, 2:-2, 2:-2] = thumbs
-        pad = torch.cat([pad, torch.ones(2 * cols - len(idx), *pad.shape[1:])])
-        h, w = pad.shape[2], pad.shape[3]
-        grid = pad.view(2, cols, 3, h, w).permute(0, 3, 1, 4, 2).reshape(2 * h, cols * w, 3)
+        pad = torch.ones(2 * cols, 3, h, w)
+        pad[: len(idx), :, 2:-2, 2:-2] = thumbs
+        self._grid.set_data(pad.view(2, cols, 3, h, w).permute(0, 3, 1, 4, 2).reshape(2 * h, cols * w, 3).numpy())
+        for j, label in enumerate(self._scores):
+            label.set_text(f"{j + 1}: {scores[j]:.2f}" if j < len(scores) else "")
+        self._top.set_offsets(self._xy.numpy()[idx])
+        self._query.set_offsets([[qxy[0].item(), qxy[1].item()]])
+        self._ax_map.set_title(f"image embeddings, first two principal components\nquery: {text!r}", fontsize=9)
+        return self._fig
 
+    def _draw(self) -> None:
+        import matplotlib.pyplot as plt
+
+        cols = (self.k + 1) // 2
+        h, w = self.images.shape[2] + 4, self.images.shape[3] + 4  # each thumbnail with a white frame
         fig, (ax_img, ax_map) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [cols, 3]})
-        ax_img.imshow(grid.numpy(), interpolation="nearest")
-        for j, s in enumerate(scores):
-            ax_img.text((j % cols) * w + 3, (j // cols) * h + 1, f"{j + 1}: {s:.2f}", fontsize=7, va="top",
-                        bbox={"facecolor": "white", "alpha": 0.7, "pad": 1, "linewidth": 0})
+        self._grid = ax_img.imshow(torch.ones(2 * h, cols * w, 3).numpy(), interpolation="nearest")
+        self._scores = [ax_img.text((j % cols) * w + 3, (j // cols) * h + 1, "", fontsize=7, va="top",
+                                    bbox={"facecolor": "white", "alpha": 0.7, "pad": 1, "linewidth": 0})
+                        for j in range(self.k)]
         ax_img.set_title(f"top {self.k} images (rank: cosine)", fontsize=9)
         ax_img.axis("off")
         xy = self._xy.numpy()
         ax_map.scatter(xy[:, 0], xy[:, 1], s=8, c=self.point_colors, alpha=0.35, linewidths=0)
-        ax_map.scatter(xy[idx, 0], xy[idx, 1], s=40, facecolors="none", edgecolors="black", label=f"top {self.k}")
-        ax_map.scatter([qxy[0].item()], [qxy[1].item()], marker="*", s=250, c="black", label="the caption")
-        ax_map.set_title(f"image embeddings, first two principal components\nquery: {text!r}", fontsize=9)
+        self._top = ax_map.scatter(xy[: self.k, 0], xy[: self.k, 1], s=40, facecolors="none", edgecolors="black",
+                                   label=f"top {self.k}")
+        self._query = ax_map.scatter([0.0], [0.0], marker="*", s=250, c="black", label="the caption")
+        ax_map.set_title("image embeddings, first two principal components\nquery", fontsize=9)
         ax_map.set_xlabel("PC 1")
         ax_map.set_ylabel("PC 2")
-        ax_map.legend(loc="best", fontsize=8)
+        ax_map.legend(loc="upper right", fontsize=8)  # a fixed place: "best" searches all points on every draw
         fig.tight_layout()
-        return fig
+        plt.close(fig)  # kept and redrawn by the widget, not shown by pyplot
+        self._fig, self._ax_map, self._cell = fig, ax_map, (h, w)
 
     def widget(self):
         """The interactive view: a caption box (with examples) above the rendered results."""
