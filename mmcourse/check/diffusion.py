@@ -137,6 +137,7 @@ register(
         compare=lambda given, expected: expect_close(given, expected, name="x_prev", atol=1e-4),
         hint="first invert the forward process to estimate the clean image, x0_hat = (x_t - sqrt(1 - a) * eps) / sqrt(a) "
         "with a = alpha_bar_t; then re-noise it to the earlier step with the *same* eps: "
-        "x_prev = sqrt(a_prev) * x0_hat + sqrt(1 - a_prev) * eps. Square roots of the alpha bars, and no fresh noise (eta = 0).",
+        "x_prev = sqrt(a_prev) * x0_hat + sqrt(1 - a_prev) * eps. Square roots of the alpha bars, no fresh noise (eta = 0), "
+        "and no clamping of x0_hat (samplers clip it; this exercise is the plain update).",
     )
 )
