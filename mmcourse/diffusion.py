@@ -414,27 +414,6 @@ def sample(
 # ------------------------------------------------------------------------ recipe and quality
 
 
-def training_images(
-    batch_size: int, *, seed: int, style: str, size: int, captions: str = "varied", sizes: Sequence[str] | None = None
-):
-    """Endless batches of fresh single-object images of the train split (never a held-out pair),
-    keeping only objects whose size is in ``sizes`` (all sizes when None)."""
-    from mmcourse.data.shapes import SIZES, make_shapes, stream_shapes
-
-    if sizes is None:
-        yield from stream_shapes(batch_size, seed=seed, split="train", style=style, size=size, captions=captions)
-        return
-    if not sizes or any(s not in SIZES for s in sizes):
-        raise ValueError(f"sizes must be a non-empty subset of {SIZES}, got {sizes!r}")
-    k = 0
-    while True:
-        data = make_shapes(64 * batch_size, seed=seed + k, split="train", style=style, size=size, captions=captions)
-        k += 1
-        keep = [i for i, s in enumerate(data.sizes) if s in sizes]
-        for start in range(0, len(keep) - batch_size + 1, batch_size):
-            yield data.subset(keep[start : start + batch_size])
-
-
 def train_diffusion(
     *,
     seed: int = 0,
@@ -451,18 +430,18 @@ def train_diffusion(
     image_size: int = 32,
     style: str = "photo",
     captions: str = "varied",
-    sizes: Sequence[str] | None = None,
     snr_gamma: float | None = None,
     progress: bool = True,
 ) -> tuple[DiffusionModel, dict]:
-    """Train a text-to-image model on fresh single-object photos of the train split (never a pair of
-    ``HELDOUT_COMBOS``); returns the exponential moving average of its weights and the final loss.
+    """Train a text-to-image model on a stream of fresh single-object images of the train split (never
+    a pair of ``HELDOUT_COMBOS``); returns the exponential moving average of its weights and the final loss.
 
     The average (decay ``ema_decay``, warmed up over the first steps) is what one samples from:
     the raw weights of a diffusion model jitter from step to step, and the jitter shows in samples.
     """
     import copy
 
+    from mmcourse.data.shapes import stream_shapes
     from mmcourse.training import fit
 
     torch.manual_seed(seed)
@@ -470,8 +449,8 @@ def train_diffusion(
                            attention=attention)
     ema = copy.deepcopy(model).requires_grad_(False)
     g = torch.Generator().manual_seed(seed)
-    data = training_images(batch_size, seed=2_000_000 + 1000 * seed, style=style, size=image_size, captions=captions,
-                           sizes=sizes)
+    data = stream_shapes(batch_size, seed=2_000_000 + 1000 * seed, split="train", style=style, size=image_size,
+                         captions=captions)
     batches = ((to_model_space(b.images), model.encode(b.captions)) for b in data)
 
     def update_ema(step: int) -> None:
