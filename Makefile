@@ -8,8 +8,11 @@ PIP := $(PY) -m pip --disable-pip-version-check
 
 .PHONY: course setup test setup-test publish clean
 
+# JupyterLab refuses to run as root (containers, cloud boxes) unless given --allow-root
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
+
 course: setup
-	$(VENV)/bin/jupyter lab notebooks/01_joint_embeddings.py
+	$(VENV)/bin/jupyter lab $(ALLOW_ROOT) notebooks/01_joint_embeddings.py
 
 setup: $(VENV)/.course-installed
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from unittest import mock
+
+# failing exercise checks raise (so nbval and the stub/solution tests see them) instead of showing a box
+# and letting the notebook go on, as they do in a student's notebook; kernels started by tests inherit it
+os.environ.setdefault("MMCOURSE_CHECKS", "raise")
 
 import pytest
 

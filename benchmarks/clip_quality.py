@@ -19,7 +19,7 @@ import torch
 import mmcourse
 from mmcourse import pretrained
 from mmcourse.data import make_shapes
-from mmcourse.pretraining import evaluate_clip
+from mmcourse.recipes.clip_shapes import evaluate_zero_shot
 from mmcourse.retrieval import recall_table
 
 SEEDS = (31_337, 4_242_424, 77_777_777)
@@ -30,7 +30,7 @@ def main() -> None:
     mmcourse.start(0, quiet=True)
     model = pretrained.load("clip_shapes")
     card = pretrained.card("clip_shapes")
-    per_seed = {seed: evaluate_clip(model, seed=seed, n=1000) for seed in SEEDS}
+    per_seed = {seed: evaluate_zero_shot(model, seed=seed, n=1000) for seed in SEEDS}
     gallery = make_shapes(1000, seed=SEEDS[0], split="all", style=("photo", "sketch"))
     with torch.no_grad():
         table = recall_table(model.encode_image(gallery.images), model.encode_text(gallery.captions),

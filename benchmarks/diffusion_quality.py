@@ -33,12 +33,13 @@ import torch
 
 import mmcourse
 from mmcourse import diffusion as D
-from mmcourse import pretrained
+from mmcourse import fidelity, pretrained
 
 RESULTS = Path(__file__).parent / "results"
 WEIGHTS = (0.0, 1.0, 1.5, 2.0, 3.0, 3.5, 4.5, 6.5)
-SAMPLERS = (("ddim", 10), ("ddim", 25), ("ddim", 50), ("ddim", 100), ("ddim, eps as predicted", 50),
-            ("ddpm", 10), ("ddpm", 50), ("ddpm", 250), ("ddpm", 1000))
+SAMPLERS = (("ddim", D.ddim_step_clipped, 10), ("ddim", D.ddim_step_clipped, 25), ("ddim", D.ddim_step_clipped, 50),
+            ("ddim", D.ddim_step_clipped, 100), ("ddim, eps as predicted", D.ddim_step_clipped_x0_only, 50),
+            ("ddpm", D.ddpm_step, 10), ("ddpm", D.ddpm_step, 50), ("ddpm", D.ddpm_step, 250), ("ddpm", D.ddpm_step, 1000))
 
 
 def bar(sweep: dict[float, dict], real: dict) -> dict:
@@ -57,15 +58,14 @@ def bar(sweep: dict[float, dict], real: dict) -> dict:
 
 
 def sampler_table(model, per_caption: int, seed: int, classifier) -> list[dict]:
-    pairs = D.eval_pairs()
-    captions = [f"a {c} {s}" for c, s in pairs for _ in range(per_caption)]
+    pairs = fidelity.eval_pairs()
+    captions = fidelity.eval_captions(per_caption=per_caption)
     rows = []
-    for sampler, steps in SAMPLERS:
+    for sampler, step, steps in SAMPLERS:
         start = time.perf_counter()
-        x = D.sample(model, captions, guidance_scale=3.0, steps=steps, seed=seed, sampler=sampler.split(",")[0],
-                     eps_from_clipped_x0="as predicted" not in sampler).cpu()
+        x = D.sample(model, captions, guidance_scale=3.0, steps=steps, seed=seed, step=step).cpu()
         seconds = time.perf_counter() - start
-        score = D.score_images(x.view(len(pairs), per_caption, *x.shape[1:]), pairs, classifier)
+        score = fidelity.score_images(x.view(len(pairs), per_caption, *x.shape[1:]), pairs, classifier)
         rows.append({"sampler": sampler, "steps": steps, "ms_per_image": round(1000 * seconds / len(x), 1), **score})
     return rows
 
@@ -84,14 +84,14 @@ def main() -> None:
     style = info["metrics"]["recipe"]["style"]
 
     start = time.perf_counter()
-    sweep = D.evaluate_guidance(model, WEIGHTS, per_caption=args.per_caption, steps=50, seed=args.seed)
-    heldout = D.evaluate_guidance(model, (0.0, 3.0), per_caption=args.per_caption, steps=50, seed=args.seed, heldout=True)
-    real = D.real_reference(per_caption=args.per_caption, seed=args.seed, style=style, size=model.image_size)
-    real_heldout = D.real_reference(per_caption=args.per_caption, seed=args.seed, style=style, size=model.image_size,
+    sweep = fidelity.evaluate_guidance(model, classifier, WEIGHTS, per_caption=args.per_caption, steps=50, seed=args.seed)
+    heldout = fidelity.evaluate_guidance(model, classifier, (0.0, 3.0), per_caption=args.per_caption, steps=50, seed=args.seed, heldout=True)
+    real = fidelity.real_reference(classifier, per_caption=args.per_caption, seed=args.seed, style=style, size=model.image_size)
+    real_heldout = fidelity.real_reference(classifier, per_caption=args.per_caption, seed=args.seed, style=style, size=model.image_size,
                                     heldout=True)
     sweep_seconds = time.perf_counter() - start
     samplers = sampler_table(model, max(2, 3 * args.per_caption // 4), args.seed, classifier)
-    speed = D.sampling_time(model, n=32, steps=50)
+    speed = fidelity.sampling_time(model, n=32, steps=50)
     result = {
         "command": f"python benchmarks/diffusion_quality.py --threads {args.threads} --per-caption {args.per_caption} "
                    f"--seed {args.seed}",

@@ -26,6 +26,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from mmcourse import notebook
     from mmcourse.course import load_course, load_timings, timings_path
 
+    os.environ.setdefault("MMCOURSE_CHECKS", "raise")  # a failing check fails the run (students see a box instead)
     course = load_course()
     nb_info = course.find(args.notebook)
     if not nb_info.written:
@@ -96,29 +97,51 @@ def _cmd_readme(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    import time
+    from mmcourse import pretrained, recipes
 
-    from mmcourse import pretrained
-
-    if args.name not in pretrained.RECIPES:
-        print(f"no recipe {args.name!r}; available: {', '.join(sorted(pretrained.RECIPES))}", file=sys.stderr)
-        return 2
-    import mmcourse
-
-    options = {"seed": args.seed, "progress": not args.quiet}
+    names = [args.name]
+    if args.with_dependents:
+        names += pretrained.dependents(args.name)
+        print(f"rebuilding, in order: {', '.join(names)}")
+    for name in names:
+        try:
+            recipes.get(name)
+        except KeyError as err:
+            print(f"mmcourse train: {err.args[0]}", file=sys.stderr)
+            return 2
     if args.nproc != 1:
         import inspect
 
-        if "nproc" not in inspect.signature(pretrained.RECIPES[args.name].train).parameters:
-            print(f"the {args.name} recipe trains in one process only; drop --nproc", file=sys.stderr)
+        single = [n for n in names if "nproc" not in inspect.signature(recipes.get(n).train).parameters]
+        if single:
+            print(f"the {', '.join(single)} recipe trains in one process only; drop --nproc", file=sys.stderr)
             return 2
+    for name in names:
+        status = _train_one(name, args)
+        if status:
+            return status
+    return 0
+
+
+def _train_one(name: str, args: argparse.Namespace) -> int:
+    """Train one bundled checkpoint with its recipe and write it with its card."""
+    import time
+
+    import torch
+
+    import mmcourse
+    from mmcourse import pretrained, recipes
+
+    recipe = recipes.get(name)
+    options = {"seed": args.seed, "progress": not args.quiet}
+    if args.nproc != 1:
         options["nproc"] = args.nproc
     mmcourse.start(args.seed)
     start = time.perf_counter()
     try:
-        model, metrics = pretrained.RECIPES[args.name].train(**options)
+        model, metrics = recipe.train(**options)
     except ValueError as err:
-        print(f"mmcourse train {args.name}: {err}", file=sys.stderr)
+        print(f"mmcourse train {name}: {err}", file=sys.stderr)
         return 2
     seconds = time.perf_counter() - start
     extra = {
@@ -127,15 +150,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
             "seed": args.seed,
             "nproc": args.nproc,
             "seconds": round(seconds, 1),
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-            "torch": __import__("torch").__version__,
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {_cpu_model()}",
+            "torch": torch.__version__,
             "date": dt.date.today().isoformat(),
         },
     }
-    path = pretrained.save(args.name, model, model.config, extra)
-    print(f"{args.name}: trained in {seconds:.0f} s, wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    path = pretrained.save(name, model, description=recipe.DESCRIPTION, inputs=getattr(recipe, "INPUTS", None),
+                           extra=extra)
+    print(f"{name}: trained in {seconds:.0f} s, wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
     print(json.dumps(metrics, indent=2))
     return 0
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (rebuilds are bit-identical only on the same CPU and torch version)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 def _cmd_release(args: argparse.Namespace) -> int:
@@ -147,18 +182,29 @@ def _cmd_release(args: argparse.Namespace) -> int:
 
 
 def _cmd_grade(args: argparse.Namespace) -> int:
-    from mmcourse.grading import grade
+    import time
+
+    from mmcourse.grading import grade, sandbox
 
     paths = grade.collect(args.submissions)
     if not paths:
         print("no submissions found (give .ipynb files or folders holding them)", file=sys.stderr)
         return 2
-    start = __import__("time").perf_counter()
-    results = grade.grade_many(paths, jobs=args.jobs, seed=args.seed, exercise_timeout=args.timeout)
-    grade.write_reports(results, args.json, args.csv)
+    reports = [p for p in (args.json, args.csv) if p]
+    try:  # settled and proven once, before any student code runs
+        policy = sandbox.resolve(args.sandbox, hide=[*args.submissions, *reports])
+    except sandbox.SandboxError as err:
+        print(f"mmcourse grade: {err}", file=sys.stderr)
+        return 2
+    print(policy.note, file=sys.stderr)
+    start = time.perf_counter()
+    results = grade.grade_many(paths, jobs=args.jobs, seed=args.seed, exercise_timeout=args.timeout,
+                               total_timeout=args.total_timeout, sandbox=policy)
+    written = grade.write_reports(results, args.json, args.csv, sandbox=policy.name)  # every kernel is gone by now
     print(grade.table(results))
-    seconds = __import__("time").perf_counter() - start
-    print(f"\ngraded {len(results)} submission(s) in {seconds:.1f} s" + (f"; JSON: {args.json}" if args.json else "") + (f"; CSV: {args.csv}" if args.csv else ""))
+    print(f"\ngraded {len(results)} submission(s) in {time.perf_counter() - start:.1f} s (sandbox: {policy.name})")
+    for path, digest in written:
+        print(f"{path}  sha256 {digest}")
     return 0
 
 
@@ -183,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("train", help="rebuild a bundled checkpoint from scratch")
     p.add_argument("name")
+    p.add_argument("--with-dependents", action="store_true",
+                   help="then rebuild every checkpoint trained on it, in order (their cards pin its sha256)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--nproc", type=int, default=1,
@@ -200,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=max(1, min(4, os.cpu_count() or 1)), help="submissions graded at once")
     p.add_argument("--timeout", type=int, default=60, help="seconds allowed per exercise")
     p.add_argument("--seed", type=int, help="fix the hidden test inputs (default: drawn at random)")
+    p.add_argument("--total-timeout", type=int, help="seconds allowed per submission in all (default: 10 x --timeout)")
+    p.add_argument("--sandbox", choices=("auto", "required", "off"),
+                   help="auto (default, or $MMCOURSE_SANDBOX): bubblewrap when it works, else a loud warning; "
+                        "required: refuse to grade without it; off: no sandbox")
     p.set_defaults(func=_cmd_grade)
 
     args = parser.parse_args(argv)

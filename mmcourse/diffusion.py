@@ -8,10 +8,13 @@ beta_1..beta_T. Any step can be reached in one jump:
 A network eps_theta(x_t, t, c) learns to predict eps (the "epsilon-prediction" loss of DDPM), and
 sampling runs the process backwards from pure noise x_T, one denoising step at a time:
 
-* ``ddpm_step``: a draw from the Gaussian posterior q(x_{t-1} | x_t, x_0) with x_0 estimated from eps
-  (Ho et al. 2020); stochastic, so it needs fresh noise every step.
+* ``ddpm_step``: a draw from the Gaussian posterior q(x_{t-1} | x_t, x_0) (``posterior_step``) with
+  x_0 estimated from eps (Ho et al. 2020); stochastic, so it needs fresh noise every step.
 * ``ddim_step``: the deterministic update of Song et al. 2021 (eta = 0), which may skip steps;
-  eta = 1 gives back DDPM's variance.
+  eta = 1 gives back DDPM's variance. ``ddim_step_clipped`` is the form samplers use.
+
+``sample`` runs the loop with any of these steps. The model (``mmcourse.models.DiffusionModel``)
+lives apart, as diffusers keeps schedulers apart from models, so the loop stays visible.
 
 Classifier-free guidance (Ho & Salimans 2022) trains one network both with the caption and without
 it (the caption is replaced by a null embedding for a fraction ``p_uncond`` of the examples), then
@@ -34,15 +37,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from numbers import Real
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 Tensor = torch.Tensor
+Step = Callable[..., Tensor]  # step(x_t, eps, t, t_prev, schedule, noise) -> x_{t_prev}
 
-SAMPLERS: tuple[str, ...] = ("ddim", "ddpm")
 SCHEDULES: tuple[str, ...] = ("linear", "cosine")
 
 
@@ -137,75 +139,95 @@ def predict_x0(x_t: Tensor, eps: Tensor, alpha_bar_t: Tensor) -> Tensor:
 
 
 # ------------------------------------------------------------------------------ reverse steps
+#
+# Every reverse step has the same signature, step(x_t, eps, t, t_prev, schedule, noise) -> x_{t_prev},
+# so a sampling loop takes the step as an argument: one small function per sampler, no flags.
 
 
-def ddpm_step(
-    x_t: Tensor, eps: Tensor, t: int, t_prev: int, schedule: NoiseSchedule, noise: Tensor, *, clip_x0: bool = True
-) -> Tensor:
-    """One ancestral DDPM step x_t -> x_{t_prev}: a draw from q(x_{t_prev} | x_t, x_0 = x0_hat).
+def posterior_step(x_t: Tensor, x0: Tensor, t: int, t_prev: int, schedule: NoiseSchedule, noise: Tensor) -> Tensor:
+    """A draw from the Gaussian posterior q(x_{t_prev} | x_t, x_0) of the forward process (Ho et al. 2020, eq. 7).
 
     With a = abar_t, a' = abar_{t_prev} and beta = 1 - a/a' (the variance added between the two steps):
 
-        mean = sqrt(a') beta / (1 - a) * x0_hat + sqrt(a/a') (1 - a') / (1 - a) * x_t
+        mean = sqrt(a') beta / (1 - a) * x_0 + sqrt(a/a') (1 - a') / (1 - a) * x_t
         var  = (1 - a') / (1 - a) * beta          (the posterior variance, "fixed_small")
 
     and x_{t_prev} = mean + sqrt(var) * noise. ``t_prev`` is usually t - 1; a larger gap skips steps.
-    At ``t_prev = -1`` the variance is 0 and the step returns the mean. ``clip_x0`` clamps x0_hat to
-    [-1, 1], the range of real images (diffusers' ``clip_sample=True``).
+    At ``t_prev = -1`` the variance is 0 and the step returns the mean.
     """
-    a, a_prev = _alpha_bars(x_t, eps, t, t_prev, schedule)
+    a, a_prev = _alpha_bars(x_t, x0, t, t_prev, schedule)
     _check_like(noise, x_t, "noise")
-    x0 = predict_x0(x_t, eps, a)
-    if clip_x0:
-        x0 = x0.clamp(-1, 1)
     beta = 1 - a / a_prev
     mean = a_prev.sqrt() * beta / (1 - a) * x0 + (a / a_prev).sqrt() * (1 - a_prev) / (1 - a) * x_t
     var = (1 - a_prev) / (1 - a) * beta
     return mean + var.sqrt() * noise
 
 
+def ddpm_step(x_t: Tensor, eps: Tensor, t: int, t_prev: int, schedule: NoiseSchedule, noise: Tensor) -> Tensor:
+    """One ancestral DDPM step x_t -> x_{t_prev}: estimate x0_hat from eps, clamp it to [-1, 1] (the
+    range of real images, as DDPM's code and diffusers' ``clip_sample=True`` do), and draw from
+    ``posterior_step`` with x_0 = x0_hat. Stochastic: it needs fresh ``noise`` every step."""
+    a, _ = _alpha_bars(x_t, eps, t, t_prev, schedule)
+    return posterior_step(x_t, predict_x0(x_t, eps, a).clamp(-1, 1), t, t_prev, schedule, noise)
+
+
 def ddim_step(
-    x_t: Tensor,
-    eps: Tensor,
-    t: int,
-    t_prev: int,
-    schedule: NoiseSchedule,
-    *,
+    x_t: Tensor, eps: Tensor, t: int, t_prev: int, schedule: NoiseSchedule, noise: Tensor | None = None, *,
     eta: float = 0.0,
-    noise: Tensor | None = None,
-    clip_x0: bool = True,
-    eps_from_clipped_x0: bool = False,
 ) -> Tensor:
-    """One DDIM step x_t -> x_{t_prev} (Song et al. 2021, eq. 12):
+    """One DDIM step x_t -> x_{t_prev} as the paper writes it (Song et al. 2021, eq. 12), nothing clipped:
 
         x_{t_prev} = sqrt(a') x0_hat  +  sqrt(1 - a' - sigma^2) eps  +  sigma * noise
                      (the predicted image)  (pointing back to x_t)     (fresh noise)
 
     with sigma = eta * sqrt((1 - a') / (1 - a)) * sqrt(1 - a / a'). eta = 0 (the default) is
-    deterministic: the same x_T always gives the same image, and steps can be skipped freely.
-    ``noise`` is needed only when eta > 0. ``clip_x0`` clamps x0_hat to [-1, 1].
-
-    eps appears twice, in x0_hat and in the direction term. By default (as in the paper and in
-    diffusers) the direction term uses the network's eps even when x0_hat was clipped, so the two
-    terms no longer describe the same x_t. ``eps_from_clipped_x0=True`` recomputes eps from the
-    clipped x0_hat, eps = (x_t - sqrt(a) x0_hat) / sqrt(1 - a), which keeps them consistent
-    (diffusers' ``use_clipped_model_output=True``). Under strong guidance this matters: at high noise
-    the guided x0_hat lands far outside [-1, 1], the clip removes guidance's push from it, and the
-    unclipped direction term then carries that push with the opposite sign, away from the caption.
+    deterministic: the same x_T always gives the same image, ``noise`` is ignored, and steps can be
+    skipped freely. eta = 1 gives back DDPM's variance; ``noise`` is needed when eta > 0.
     """
-    a, a_prev = _alpha_bars(x_t, eps, t, t_prev, schedule)
+    a, _ = _alpha_bars(x_t, eps, t, t_prev, schedule)
+    return _ddim_update(x_t, predict_x0(x_t, eps, a), eps, t, t_prev, schedule, eta, noise)
+
+
+def ddim_step_clipped(
+    x_t: Tensor, eps: Tensor, t: int, t_prev: int, schedule: NoiseSchedule, noise: Tensor | None = None, *,
+    eta: float = 0.0,
+) -> Tensor:
+    """The DDIM step samplers use: x0_hat clamped to [-1, 1], and eps recomputed from the clamped
+    x0_hat, eps = (x_t - sqrt(a) x0_hat) / sqrt(1 - a), so that both terms of the update describe
+    the same x_t (diffusers' ``clip_sample=True`` with ``use_clipped_model_output=True``).
+
+    Why recompute: eps appears twice, in x0_hat and in the direction term. Under strong guidance at
+    high noise the guided x0_hat lands far outside [-1, 1]; the clamp removes guidance's push from
+    it, and an unclamped direction term would then carry that push with the opposite sign, away
+    from the caption (``ddim_step_clipped_x0_only`` shows it; notebook 08 measures it).
+    """
+    a, _ = _alpha_bars(x_t, eps, t, t_prev, schedule)
+    x0 = predict_x0(x_t, eps, a).clamp(-1, 1)
+    return _ddim_update(x_t, x0, (x_t - a.sqrt() * x0) / (1 - a).sqrt(), t, t_prev, schedule, eta, noise)
+
+
+def ddim_step_clipped_x0_only(
+    x_t: Tensor, eps: Tensor, t: int, t_prev: int, schedule: NoiseSchedule, noise: Tensor | None = None, *,
+    eta: float = 0.0,
+) -> Tensor:
+    """DDIM with x0_hat clamped to [-1, 1] but the network's eps kept in the direction term
+    (diffusers' default, ``clip_sample=True``): the two terms then disagree about x_t, which breaks
+    guided sampling (see ``ddim_step_clipped``)."""
+    a, _ = _alpha_bars(x_t, eps, t, t_prev, schedule)
+    return _ddim_update(x_t, predict_x0(x_t, eps, a).clamp(-1, 1), eps, t, t_prev, schedule, eta, noise)
+
+
+def _ddim_update(x_t: Tensor, x0: Tensor, eps: Tensor, t: int, t_prev: int, schedule: NoiseSchedule, eta: float,
+                 noise: Tensor | None) -> Tensor:
+    """sqrt(a') x0 + sqrt(1 - a' - sigma^2) eps + sigma noise, the update shared by the DDIM steps."""
     if not isinstance(eta, Real) or isinstance(eta, bool) or not 0 <= eta <= 1:
         raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
-    x0 = predict_x0(x_t, eps, a)
-    if clip_x0:
-        x0 = x0.clamp(-1, 1)
-        if eps_from_clipped_x0:
-            eps = (x_t - a.sqrt() * x0) / (1 - a).sqrt()
+    a, a_prev = _alpha_bars(x_t, eps, t, t_prev, schedule)
     sigma = eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)).sqrt()
     x_prev = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).sqrt() * eps
     if eta > 0:
         if noise is None:
-            raise ValueError("ddim_step with eta > 0 adds fresh noise: pass noise=torch.randn_like(x_t)")
+            raise ValueError("a DDIM step with eta > 0 adds fresh noise: pass noise=torch.randn_like(x_t)")
         _check_like(noise, x_t, "noise")
         x_prev = x_prev + sigma * noise
     return x_prev
@@ -249,74 +271,11 @@ def cfg_scale_to_w(guidance_scale: float) -> float:
     return _check_guidance(guidance_scale) - 1.0
 
 
-# ----------------------------------------------------------------------- model and training
-
-
-class DiffusionModel(nn.Module):
-    """A text-to-image diffusion model: a frozen caption encoder, a noise predictor, a schedule.
-
-    * ``encode(captions)`` -> c (N, cond_dim), from the caption encoder;
-    * ``null_cond`` (cond_dim,): the learned "no caption" embedding used for the unconditional
-      prediction eps(x_t, t). It starts at zero and is trained whenever a caption is dropped.
-      Why learned rather than fixed zeros: the stand-in bag-of-words encoder maps an empty caption
-      to zeros anyway, but a CLIP encoder maps nothing to zero, so any fixed choice would be an
-      arbitrary point of its space; a learned vector lets the network choose where "unconditional"
-      sits, like the extra class token of Ho & Salimans and DiT;
-    * ``forward(x_t, t, cond)`` -> eps (N, 3, S, S).
-
-    The caption encoder is *not* a submodule: it is frozen, its weights belong to another bundled
-    checkpoint (``clip_shapes``), so this model's state dict holds only the denoiser and
-    ``null_cond``, and it stays on the CPU when the denoiser moves to a GPU (a caption is encoded
-    once per sampling call). A model trained on a bundled encoder records that checkpoint's sha256
-    (``encoder_sha256``); building it again against an encoder with another sha256 fails, because
-    the denoiser only understands the exact embeddings it was trained on.
-    """
-
-    def __init__(
-        self,
-        encoder: str = "bag_of_words",
-        image_size: int = 32,
-        schedule: str = "cosine",
-        num_steps: int = 1000,
-        channels: Sequence[int] = (16, 32, 64),
-        emb_dim: int = 128,
-        attention: bool = False,
-        encoder_sha256: str | None = None,
-    ) -> None:
-        super().__init__()
-        from mmcourse.models.caption_encoders import caption_encoder, encoder_fingerprint
-        from mmcourse.models.unet import ConditionalUNet
-
-        fingerprint = encoder_fingerprint(encoder)  # before loading anything
-        if encoder_sha256 is not None and encoder_sha256 != fingerprint:
-            from mmcourse.pretrained import CheckpointError
-
-            raise CheckpointError(
-                f"this diffusion model was trained on the caption embeddings of {encoder!r} with sha256 "
-                f"{encoder_sha256[:12]}..., but the bundled {encoder!r} has sha256 {str(fingerprint)[:12]}...: "
-                f"the embeddings changed and the denoiser no longer understands them; rebuild it "
-                f"(`mmcourse train diffusion_shapes`) after the text encoder"
-            )
-        self.__dict__["encoder"] = caption_encoder(encoder)  # outside the module tree (see above)
-        self.unet = ConditionalUNet(self.encoder.dim, tuple(channels), emb_dim, attention=attention)
-        self.null_cond = nn.Parameter(torch.zeros(self.encoder.dim))
-        self.schedule = make_schedule(schedule, num_steps)
-        self.image_size = image_size
-        self.config = {"encoder": encoder, "image_size": image_size, "schedule": schedule,
-                       "num_steps": num_steps, "channels": list(channels), "emb_dim": emb_dim, "attention": attention}
-        if fingerprint is not None:
-            self.config["encoder_sha256"] = fingerprint
-
-    def encode(self, captions: Sequence[str] | str) -> Tensor:
-        """(N, cond_dim) condition vectors, on the model's device."""
-        return self.encoder(captions).to(self.null_cond.device)
-
-    def forward(self, x_t: Tensor, t: Tensor, cond: Tensor) -> Tensor:
-        return self.unet(x_t, t, cond)
+# ------------------------------------------------------------------------------------ training
 
 
 def training_loss(
-    model: DiffusionModel,
+    model,
     x0: Tensor,
     cond: Tensor,
     *,
@@ -361,31 +320,28 @@ def training_loss(
 
 @torch.no_grad()
 def sample(
-    model: DiffusionModel,
+    model,
     captions: Sequence[str] | str,
     *,
     guidance_scale: float,
     steps: int = 50,
     seed: int = 0,
-    sampler: str = "ddpm",
-    eps_from_clipped_x0: bool = True,
+    step: Step = ddpm_step,
 ) -> Tensor:
     """Images (N, 3, S, S) in [0, 1] for N captions, guided with w = ``guidance_scale``.
 
-    Starts from x_T ~ N(0, I) (drawn on the CPU from ``seed``, so a seed gives the same images on
-    any device) and takes ``steps`` denoising steps with ``ddpm_step`` (fresh noise each step, the
-    default) or ``ddim_step`` (deterministic). With w != 0 each step evaluates the network twice,
-    with the caption and with ``null_cond`` (one batch of 2N); with w = 0 only once.
+    ``model`` is a text-to-image model such as ``mmcourse.models.DiffusionModel`` (the bundled
+    ``diffusion_shapes``): ``encode(captions)``, ``null_cond``, ``schedule``, ``image_size`` and
+    ``model(x_t, t, cond)`` -> eps. Starts from x_T ~ N(0, I) (drawn on the CPU from ``seed``, so a
+    seed gives the same images on any device) and takes ``steps`` reverse steps with ``step``:
+    ``ddpm_step`` (the default: fresh noise every step), ``ddim_step_clipped`` (deterministic), or
+    any function of the same signature. With w != 0 each step evaluates the network twice, with the
+    caption and with ``null_cond`` (one batch of 2N); with w = 0 only once.
     Note w is the course's guidance weight: diffusers' guidance_scale s corresponds to w = s - 1.
-
-    Both samplers clip x0_hat to [-1, 1]. DDIM then recomputes eps from the clipped x0_hat
-    (``eps_from_clipped_x0``, diffusers' ``use_clipped_model_output=True``): without it guidance
-    pushes the other way at high noise, and DDIM with 50 steps scores worse at w = 3 than at w = 0
-    for the bundled model (notebook 08, section 4, shows both). DDPM ignores the flag.
     """
     w = _check_guidance(guidance_scale)
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(map(repr, SAMPLERS))}")
+    if not callable(step):
+        raise TypeError(f"step must be a reverse-step function such as ddpm_step or ddim_step_clipped, got {step!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {seed!r}")
     schedule = model.schedule
@@ -404,248 +360,8 @@ def sample(
         else:
             eps_cond, eps_uncond = model(torch.cat([x, x]), torch.cat([t_batch, t_batch]), torch.cat([cond, null])).chunk(2)
             eps = guided_eps(eps_cond, eps_uncond, w)
-        if sampler == "ddpm":
-            x = ddpm_step(x, eps, t, t_prev, schedule, torch.randn(x.shape, generator=g).to(device))
-        else:
-            x = ddim_step(x, eps, t, t_prev, schedule, eps_from_clipped_x0=eps_from_clipped_x0)
+        x = step(x, eps, t, t_prev, schedule, torch.randn(x.shape, generator=g).to(device))
     return to_images(x)
-
-
-# ------------------------------------------------------------------------ recipe and quality
-
-
-def train_diffusion(
-    *,
-    seed: int = 0,
-    steps: int = 5000,
-    batch_size: int = 32,
-    lr: float = 2e-3,
-    p_uncond: float = 0.1,
-    ema_decay: float = 0.999,
-    encoder: str = "bag_of_words",
-    schedule: str = "cosine",
-    channels: Sequence[int] = (16, 32, 64),
-    emb_dim: int = 128,
-    attention: bool = False,
-    image_size: int = 32,
-    style: str = "photo",
-    captions: str = "varied",
-    snr_gamma: float | None = None,
-    progress: bool = True,
-) -> tuple[DiffusionModel, dict]:
-    """Train a text-to-image model on a stream of fresh single-object images of the train split (never
-    a pair of ``HELDOUT_COMBOS``); returns the exponential moving average of its weights and the final loss.
-
-    The average (decay ``ema_decay``, warmed up over the first steps) is what one samples from:
-    the raw weights of a diffusion model jitter from step to step, and the jitter shows in samples.
-    """
-    import copy
-
-    from mmcourse.data.shapes import stream_shapes
-    from mmcourse.training import fit
-
-    torch.manual_seed(seed)
-    model = DiffusionModel(encoder=encoder, image_size=image_size, schedule=schedule, channels=channels, emb_dim=emb_dim,
-                           attention=attention)
-    ema = copy.deepcopy(model).requires_grad_(False)
-    g = torch.Generator().manual_seed(seed)
-    data = stream_shapes(batch_size, seed=2_000_000 + 1000 * seed, split="train", style=style, size=image_size,
-                         captions=captions)
-    batches = ((to_model_space(b.images), model.encode(b.captions)) for b in data)
-
-    def update_ema(step: int) -> None:
-        decay = min(ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for avg, p in zip(ema.parameters(), model.parameters()):
-                avg.lerp_(p, 1 - decay)
-
-    losses = fit(
-        model,
-        lambda m, b: training_loss(m, b[0], b[1], p_uncond=p_uncond, snr_gamma=snr_gamma, generator=g),
-        batches,
-        steps=steps,
-        lr=lr,
-        progress=progress,
-        desc="diffusion_shapes",
-        after_step=update_ema,
-    )
-    chunk = max(1, steps // 20)  # the loss curve in 20 points, each the mean over its chunk of steps
-    curve = [[i + chunk, round(sum(losses[i : i + chunk]) / len(losses[i : i + chunk]), 4)] for i in range(0, steps, chunk)]
-    return ema.eval(), {"final_loss": curve[-1][1], "loss_curve": curve, "steps": steps, "batch_size": batch_size}
-
-
-# The bundled ``diffusion_shapes``: why each setting is what it is (each was chosen in short runs,
-# one thread, a few minutes each, judged by the classifier score of samples).
-#   image_size 16: on two CPU cores the budget is about ten thousand steps. At 32 x 32 pixels a step
-#     costs three times as much, and in the same time the model learned colour but drew fragments
-#     instead of shapes; at 16 x 16 the shapes come out, and the independent classifier still reads
-#     real 16 x 16 images (upsampled) right 96 % of the time;
-#   style "flat": one object on a plain background, the shapes world's cleanest rendering (the photo
-#     style's texture is a second thing to learn in the same budget);
-#   channels (16, 32, 64) at 16, 8 and 4 pixels, self-attention at 4 x 4: attention keeps an object in
-#     one piece; wider levels lowered the loss but not the shape errors in the time available;
-#   snr_gamma 5 (min-SNR weighting): the noisy steps, which decide colour and shape, get the gradient;
-#     colour and shape were learned two to three times faster than with the plain loss;
-#   encoder "clip_shapes": the frozen course CLIP text tower, as DALL-E 2 and Imagen freeze theirs;
-#   p_uncond 0.1: one caption in ten is dropped, so the same network learns eps(x_t, t) for guidance.
-DIFFUSION_SHAPES_RECIPE: dict = {
-    "steps": 8500,
-    "batch_size": 32,
-    "lr": 2e-3,
-    "p_uncond": 0.1,
-    "ema_decay": 0.999,
-    "encoder": "clip_shapes",
-    "schedule": "cosine",
-    "channels": (16, 32, 64),
-    "emb_dim": 128,
-    "attention": True,
-    "image_size": 16,
-    "style": "flat",
-    "captions": "varied",
-    "snr_gamma": 5.0,
-}
-# the guidance weights on the card (w = cfg - 1: 0, 1.5, 3.5, 6.5 are the seed's SD3.5 sweep)
-CARD_WEIGHTS: tuple[float, ...] = (0.0, 1.0, 1.5, 2.0, 3.0, 3.5, 4.5, 6.5)
-
-
-def train_diffusion_shapes(*, seed: int = 0, progress: bool = True, eval_per_caption: int = 12) -> tuple[DiffusionModel, dict]:
-    """The recipe of the bundled ``diffusion_shapes``: ``train_diffusion`` with
-    ``DIFFUSION_SHAPES_RECIPE``, then its quality at ``CARD_WEIGHTS`` with the default sampler (fresh
-    samples judged by the independent ``attributes_shapes`` classifier), DDIM at w = 0 and 3 for
-    comparison, the same scores for real images, and the sampling time."""
-    import time
-
-    model, metrics = train_diffusion(seed=seed, progress=progress, **DIFFUSION_SHAPES_RECIPE)
-    start = time.perf_counter()
-    eval_seed = 10_000 + seed  # x_T never used in training (training draws its noise from another generator)
-    quality = evaluate_guidance(model, CARD_WEIGHTS, per_caption=eval_per_caption, steps=50, seed=eval_seed)
-    ddim = evaluate_guidance(model, (0.0, 3.0), per_caption=eval_per_caption, steps=50, seed=eval_seed, sampler="ddim")
-    real = real_reference(per_caption=eval_per_caption, seed=20_000 + seed, style=DIFFUSION_SHAPES_RECIPE["style"],
-                          size=model.image_size)
-    metrics.update(
-        recipe={k: list(v) if isinstance(v, tuple) else v for k, v in DIFFUSION_SHAPES_RECIPE.items()},
-        evaluation={
-            "pairs": [" ".join(p) for p in eval_pairs()],
-            "per_caption": eval_per_caption,
-            "sampler": "ddpm, 50 steps (the default of mmcourse.diffusion.sample)",
-            "seed": eval_seed,
-            "classifier": "attributes_shapes (16 x 16 samples upsampled to 32 x 32)",
-            "seconds": round(time.perf_counter() - start, 1),
-        },
-        guidance={f"{w:g}": scores for w, scores in quality.items()},
-        guidance_ddim_50={f"{w:g}": scores for w, scores in ddim.items()},
-        real_images=real,
-        sampling_seconds_per_image=sampling_time(model),
-    )
-    return model, metrics
-
-
-def sampling_time(model: DiffusionModel, *, n: int = 16, steps: int = 50, sampler: str = "ddpm") -> dict[str, float]:
-    """Seconds per image for a batch of ``n`` captions (``steps`` steps of ``sampler``), unguided and guided."""
-    import time
-
-    captions = [f"a {c} {s}" for c, s in eval_pairs()] * (n // len(eval_pairs()) + 1)
-    out = {"threads": torch.get_num_threads(), "batch": n, "steps": steps, "sampler": sampler}
-    for key, w in (("w=0", 0.0), ("w=3", 3.0)):
-        start = time.perf_counter()
-        sample(model, captions[:n], guidance_scale=w, steps=steps, seed=0, sampler=sampler)
-        out[key] = round((time.perf_counter() - start) / n, 4)
-    return out
-
-
-def eval_pairs(heldout: bool = False) -> list[tuple[str, str]]:
-    """The (colour, shape) pairs the quality numbers are measured on: every colour and every shape
-    once, either the "diagonal" (red circle, orange square, ...; none is held out) or ``HELDOUT_COMBOS``."""
-    from mmcourse.data.shapes import COLORS, HELDOUT_COMBOS, SHAPES
-
-    return list(HELDOUT_COMBOS) if heldout else list(zip(COLORS, SHAPES))
-
-
-def score_images(images: Tensor, pairs: Sequence[tuple[str, str]], classifier: nn.Module | None = None) -> dict[str, float]:
-    """Fidelity and diversity of images (P, K, 3, S, S) that should show pair p in row p.
-
-    * ``color``, ``shape``, ``both``: how often an independent classifier (the bundled
-      ``attributes_shapes``, trained on real images only, never on samples) reads the requested
-      colour, shape, or both in an image;
-    * ``diversity``: the per-pixel standard deviation across the K images of a row (unbiased),
-      averaged over pixels, channels and rows. Identical images score 0; it shrinks as guidance
-      pushes every sample of a caption towards one prototype.
-
-    The same function scores real images, which gives the reference values a model should approach.
-    """
-    from mmcourse import pretrained
-    from mmcourse.data.shapes import COLORS, SHAPES
-
-    if images.ndim != 5 or images.shape[0] != len(pairs) or images.shape[1] < 2:
-        raise ValueError(f"need images (P={len(pairs)} pairs, K >= 2 per pair, 3, S, S), got {tuple(images.shape)}")
-    p, k = images.shape[:2]
-    classifier = pretrained.load("attributes_shapes") if classifier is None else classifier
-    color_ids = torch.tensor([COLORS.index(c) for c, _ in pairs]).repeat_interleave(k)
-    shape_ids = torch.tensor([SHAPES.index(s) for _, s in pairs]).repeat_interleave(k)
-    flat = images.flatten(0, 1).cpu()
-    if flat.shape[-1] != 32:  # the classifier was trained on 32 x 32 images
-        flat = F.interpolate(flat, size=(32, 32), mode="bilinear", align_corners=False)
-    with torch.no_grad():
-        logits = classifier(flat)
-    color_ok = logits[:, : len(COLORS)].argmax(1) == color_ids
-    shape_ok = logits[:, len(COLORS) :].argmax(1) == shape_ids
-    return {
-        "color": round(color_ok.float().mean().item(), 4),
-        "shape": round(shape_ok.float().mean().item(), 4),
-        "both": round((color_ok & shape_ok).float().mean().item(), 4),
-        "diversity": round(images.cpu().std(dim=1).mean().item(), 4),
-    }
-
-
-def evaluate_guidance(
-    model: DiffusionModel,
-    guidance_scales: Sequence[float] = (0.0, 1.5, 3.5, 6.5),
-    *,
-    per_caption: int = 4,
-    steps: int = 50,
-    seed: int = 0,
-    heldout: bool = False,
-    sampler: str = "ddpm",
-) -> dict[float, dict[str, float]]:
-    """``score_images`` of samples at each guidance weight w: ``per_caption`` samples of
-    "a {colour} {shape}" for each of the eight ``eval_pairs(heldout)``, the same seed for every w."""
-    if per_caption < 2:
-        raise ValueError("diversity needs at least 2 samples per caption (per_caption >= 2)")
-    from mmcourse import pretrained
-
-    pairs = eval_pairs(heldout)
-    captions = [f"a {c} {s}" for c, s in pairs for _ in range(per_caption)]
-    classifier = pretrained.load("attributes_shapes")
-    results = {}
-    for w in guidance_scales:
-        images = sample(model, captions, guidance_scale=w, steps=steps, seed=seed, sampler=sampler).cpu()
-        results[float(w)] = score_images(images.view(len(pairs), per_caption, *images.shape[1:]), pairs, classifier)
-    return results
-
-
-def real_reference(
-    *,
-    per_caption: int = 16,
-    seed: int = 0,
-    style: str = "flat",
-    size: int = 32,
-    sizes: Sequence[str] | None = None,
-    heldout: bool = False,
-) -> dict[str, float]:
-    """``score_images`` of real images: ``per_caption`` fresh single-object images of each eval pair,
-    drawn as the training images were (style, image size, object sizes). What a perfect model's
-    samples would score, the classifier's own errors included."""
-    from mmcourse.data.shapes import make_shapes
-
-    pairs = eval_pairs(heldout)
-    split = "heldout" if heldout else "train"
-    rows = []
-    for i, pair in enumerate(pairs):
-        data = make_shapes(8 * per_caption, seed=seed + i, style=style, split=split, size=size, combos=[pair])
-        keep = [j for j, s in enumerate(data.sizes) if sizes is None or s in sizes][:per_caption]
-        rows.append(data.images[keep])
-    images = torch.stack(rows)
-    return score_images(images, pairs)
 
 
 # ------------------------------------------------------------------------------- input checks
@@ -678,3 +394,4 @@ def _alpha_bars(x_t: Tensor, eps: Tensor, t: int, t_prev: int, schedule: NoiseSc
             f"got t={t}, t_prev={t_prev}"
         )
     return schedule.alpha_bar(t).to(x_t.device), schedule.alpha_bar(t_prev).to(x_t.device)
+

@@ -29,9 +29,10 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from mmcourse.losses import _check_pairs, clip_loss
+from mmcourse.losses import check_feature_pairs, clip_loss
 
 Tensor = torch.Tensor
 
@@ -121,8 +122,6 @@ def launch(
     if nprocs == 1:
         fn(0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu"), *args)
         return
-    import torch.multiprocessing as mp
-
     mp.spawn(_run_rank, args=(fn, nprocs, free_port(), backend, timeout_s, args), nprocs=nprocs, join=True)
 
 
@@ -191,8 +190,8 @@ def local_clip_loss(
     ``image_features``, ``text_features``: (N_local, D), this rank's; ``all_*``: (N, D), every rank's,
     this rank's rows at ``offset ... offset + N_local``. Image i's right answer is text ``offset + i``.
     """
-    _check_pairs(image_features, text_features)
-    _check_pairs(all_image_features, all_text_features)
+    check_feature_pairs(image_features, text_features)
+    check_feature_pairs(all_image_features, all_text_features)
     n_local = image_features.shape[0]
     logits_per_image = logit_scale * image_features @ all_text_features.T  # (N_local, N)
     logits_per_text = logit_scale * text_features @ all_image_features.T  # (N_local, N)
@@ -208,7 +207,7 @@ def distributed_clip_loss(image_features: Tensor, text_features: Tensor, logit_s
     returns :func:`local_clip_loss`; wrap the model in DDP so that gradients are averaged over ranks.
     Without a process group (or with one process) this is :func:`mmcourse.losses.clip_loss`.
     """
-    _check_pairs(image_features, text_features)
+    check_feature_pairs(image_features, text_features)
     if world_size() == 1:
         return clip_loss(image_features, text_features, logit_scale)
     all_image_features = all_gather_with_grad(image_features)

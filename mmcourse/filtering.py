@@ -13,6 +13,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from mmcourse.data.shapes import COLOR_SYNONYMS, COLORS, SHAPE_SYNONYMS, SHAPES
+
 Tensor = torch.Tensor
 
 KINDS: tuple[str, ...] = ("swapped", "wrong word", "boilerplate")
@@ -31,8 +33,6 @@ def corrupt_captions(captions: Sequence[str], combos: Sequence[tuple[str, str]],
     subject's colour word (even positions) or shape word (odd) with another colour or shape; ``"boilerplate"``
     uses a caption from ``BOILERPLATE``.
     """
-    from mmcourse.data.shapes import COLOR_SYNONYMS, COLORS, SHAPE_SYNONYMS, SHAPES
-
     n = len(captions)
     if len(combos) != n:
         raise ValueError(f"{len(combos)} subjects for {n} captions")

@@ -16,21 +16,46 @@ import torch.nn.functional as F
 Tensor = torch.Tensor
 
 
-def _check_pairs(image_features: Tensor, text_features: Tensor) -> None:
-    if image_features.ndim != 2 or text_features.ndim != 2:
+def check_feature_pairs(image_features: Tensor, text_features: Tensor) -> None:
+    """Raise a ``TypeError``/``ValueError`` that says what is wrong unless the two tensors are a batch
+    of N (image, text) pairs: floating-point (N, D) matrices, N >= 1, row i of each forming pair i,
+    with one D (one embedding space), one dtype and one device.
+
+    The one validator of every CLIP loss in the package (``clip_loss``, ``fused_clip_loss``, the
+    distributed loss).
+    """
+    for name, x in (("image_features", image_features), ("text_features", text_features)):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"{name} must be floating point (fp32, fp16, bf16 or fp64), got {x.dtype}")
+        if x.ndim != 2:
+            raise ValueError(f"{name} must be an (N, D) matrix of L2-normalised features, got shape {tuple(x.shape)}")
+    if image_features.shape[0] != text_features.shape[0]:
         raise ValueError(
-            f"features must be (N, D) matrices, got image {tuple(image_features.shape)} and text {tuple(text_features.shape)}"
+            f"image and text features must be paired, row i of each forming pair i: got N = {image_features.shape[0]} "
+            f"images and N = {text_features.shape[0]} texts"
         )
-    if image_features.shape != text_features.shape:
+    if image_features.shape[1] != text_features.shape[1]:
         raise ValueError(
-            f"image and text features must be paired, the same (N, D); got {tuple(image_features.shape)} and "
-            f"{tuple(text_features.shape)}"
+            f"image and text features must live in one embedding space: got D = {image_features.shape[1]} and "
+            f"D = {text_features.shape[1]}"
+        )
+    if image_features.shape[0] == 0:
+        raise ValueError("the CLIP loss needs at least one (image, text) pair, got N = 0")
+    if image_features.dtype != text_features.dtype:
+        raise TypeError(
+            f"image and text features must have one dtype, got {image_features.dtype} and {text_features.dtype}"
+        )
+    if image_features.device != text_features.device:
+        raise ValueError(
+            f"image and text features must be on one device, got {image_features.device} and {text_features.device}"
         )
 
 
 def clip_logits(image_features: Tensor, text_features: Tensor, logit_scale: Tensor | float) -> Tensor:
     """(N, N) logits: ``logit_scale * image_features @ text_features.T`` (rows: images, columns: texts)."""
-    _check_pairs(image_features, text_features)
+    check_feature_pairs(image_features, text_features)
     return logit_scale * image_features @ text_features.T
 
 
@@ -85,3 +110,10 @@ def clip_loss_grouped(
         raise ValueError(f"groups must be a (N,) tensor of caption ids, got shape {tuple(groups.shape)}")
     targets = grouped_targets(groups).to(logits.dtype)
     return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
+
+
+def contrastive_loss(model, images: Tensor, captions: Sequence[str]) -> Tensor:
+    """The symmetric CLIP loss of one batch of (image, caption) pairs under a CLIP ``model`` (whose
+    forward returns the normalised image and text embeddings and the logit scale)."""
+    image_emb, text_emb, scale = model(images, captions)
+    return clip_loss(image_emb, text_emb, scale)

@@ -1,101 +1,38 @@
-"""The bundled course checkpoints: small safetensors files in ``assets/checkpoints`` with their sha256.
+"""The bundled course checkpoints: loading and saving them, nothing else.
 
-``load(name)`` rebuilds the model from the checkpoint's JSON card, checks the file's sha256 and
-loads the weights with ``safetensors`` (no pickle, no network). ``mmcourse train NAME`` rebuilds a
-checkpoint from scratch with the recipe in ``RECIPES`` and rewrites its card.
+A checkpoint ``NAME`` is two files in ``assets/checkpoints``: ``NAME.safetensors`` (the weights, no
+pickle) and its card ``NAME.json``, which says
+
+* ``model``: the class under ``mmcourse.models`` that holds the weights, and ``config``: its
+  constructor's arguments;
+* ``sha256``: the weights file's checksum;
+* ``requires``: ``{checkpoint: sha256}``, the bundled checkpoints it was trained on, and ``inputs``:
+  ``{constructor argument: checkpoint}``, where the model receives them (a diffusion model's frozen
+  text tower, say);
+* how it was trained (``train``: seed, seconds, machine, torch version) and what it measured (``metrics``).
+
+``load(name)`` checks the file against its card and every requirement against the sha256 the card
+recorded, loads the requirements first and hands them to the model's constructor. A requirement that
+changed since (retrained) is refused with the list of checkpoints to rebuild, in order.
+``mmcourse train NAME`` (the recipes in ``mmcourse.recipes``) writes both files with ``save``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable
 
 import torch
+from safetensors.torch import load_file, save_file
 
-
-@dataclass(frozen=True)
-class Recipe:
-    """How to build a model from its config and how to train it from scratch."""
-
-    build: Callable[[dict], torch.nn.Module]
-    train: Callable[..., tuple[torch.nn.Module, dict]]  # (seed, progress[, nproc]) -> (model, metrics)
-    description: str
-
-
-def _attributes_build(config: dict) -> torch.nn.Module:
-    from mmcourse.attributes import AttributePredictor
-
-    return AttributePredictor(**config)
-
-
-def _attributes_train(seed: int = 0, progress: bool = True):
-    from mmcourse.attributes import train_attribute_predictor
-
-    return train_attribute_predictor(seed=seed, progress=progress)
-
-
-def _clip_build(config: dict) -> torch.nn.Module:
-    from mmcourse.models.clip import CLIP
-
-    return CLIP(**config)
-
-
-def _clip_train(seed: int = 0, progress: bool = True, nproc: int = 1):
-    from mmcourse.pretraining import train_clip
-
-    return train_clip(seed=seed, progress=progress, nproc=nproc)
-
-
-def _diffusion_build(config: dict) -> torch.nn.Module:
-    from mmcourse.diffusion import DiffusionModel
-
-    return DiffusionModel(**config)
-
-
-def _diffusion_train(seed: int = 0, progress: bool = True):
-    from mmcourse.diffusion import train_diffusion_shapes
-
-    return train_diffusion_shapes(seed=seed, progress=progress)
-
-
-def _supervised_build(config: dict) -> torch.nn.Module:
-    from mmcourse.robustness import PhotoClassifier
-
-    return PhotoClassifier(**config)
-
-
-def _supervised_train(seed: int = 0, progress: bool = True):
-    from mmcourse.robustness import train_photo_classifier
-
-    return train_photo_classifier(seed=seed, progress=progress)
-
-
-RECIPES: dict[str, Recipe] = {
-    "attributes_shapes": Recipe(
-        _attributes_build, _attributes_train, "CNN predicting colour and shape attributes (notebook 01)"
-    ),
-    "clip_shapes": Recipe(
-        _clip_build, _clip_train, "the course CLIP: CNN image encoder + text transformer, contrastive (notebooks 02-07)"
-    ),
-    "supervised_shapes": Recipe(
-        _supervised_build, _supervised_train,
-        "supervised CNN for the 56 seen colour-shape pairs, trained on photos only, with snapshots taken "
-        "during training (the robustness baseline of notebook 03)",
-    ),
-    "diffusion_shapes": Recipe(
-        _diffusion_build, _diffusion_train,
-        "text-to-image diffusion: a small U-Net conditioned on the frozen clip_shapes text encoder, "
-        "trained with caption dropout for classifier-free guidance (notebook 08)",
-    ),
-}
+import mmcourse.models
 
 
 class CheckpointError(RuntimeError):
-    """A bundled checkpoint is missing, corrupt or does not fit its model."""
+    """A bundled checkpoint is missing, corrupt, does not fit its model, or was trained on another version
+    of a checkpoint it requires."""
 
 
 def checkpoint_dir() -> Path:
@@ -110,22 +47,56 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def available() -> list[str]:
+    """The names of the bundled checkpoints (those with a card), sorted."""
+    return sorted(p.stem for p in checkpoint_dir().glob("*.json"))
+
+
 def card(name: str) -> dict:
-    """The JSON card of checkpoint ``name``: config, sha256, how it was trained, measured quality."""
-    _known(name)
+    """The JSON card of checkpoint ``name``: model, config, sha256, requirements, training, measured quality."""
     path = checkpoint_dir() / f"{name}.json"
     if not path.exists():
+        if not (checkpoint_dir() / f"{name}.safetensors").exists():
+            raise KeyError(f"no bundled checkpoint {name!r}; available: {', '.join(available())}")
         raise CheckpointError(f"checkpoint {name!r} has no card at {path}; rebuild it with `mmcourse train {name}`")
     try:
-        return json.loads(path.read_text())
+        info = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise CheckpointError(f"the card {path} is not valid JSON ({err}); rebuild with `mmcourse train {name}`") from None
+    missing = [key for key in ("model", "config", "sha256") if not isinstance(info, dict) or key not in info]
+    if missing:
+        raise CheckpointError(f"the card {path} lacks {', '.join(missing) or 'its fields'}; rebuild with `mmcourse train {name}`")
+    return info
+
+
+def requirements(name: str) -> dict[str, str]:
+    """``{checkpoint: sha256}``: the bundled checkpoints ``name`` was trained on, as its card records them."""
+    return dict(card(name).get("requires", {}))
+
+
+def dependents(name: str) -> list[str]:
+    """Every bundled checkpoint trained on ``name``, directly or through others, in an order that
+    rebuilds each one after everything it requires."""
+    graph = {other: set(requirements(other)) for other in available()}
+    affected: set[str] = set()
+    frontier = [name]
+    while frontier:
+        changed = frontier.pop()
+        for other, reqs in graph.items():
+            if changed in reqs and other not in affected:
+                affected.add(other)
+                frontier.append(other)
+    order: list[str] = []
+    while len(order) < len(affected):  # take the checkpoints whose affected requirements are all rebuilt
+        ready = sorted(o for o in affected - set(order) if graph[o] & affected <= set(order))
+        if not ready:
+            raise CheckpointError(f"the cards' requirements form a cycle among {', '.join(sorted(affected - set(order)))}")
+        order.extend(ready)
+    return order
 
 
 def load(name: str, *, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """The bundled model ``name`` in eval mode, on ``device``."""
-    from safetensors.torch import load_file
-
+    """The bundled model ``name`` in eval mode, on ``device``, built on the checkpoints it requires."""
     info = card(name)
     weights = checkpoint_dir() / f"{name}.safetensors"
     if not weights.exists():
@@ -136,19 +107,53 @@ def load(name: str, *, device: str | torch.device = "cpu") -> torch.nn.Module:
             f"checkpoint {weights.name} does not match its card (sha256 {actual[:12]}..., expected "
             f"{info['sha256'][:12]}...): the file is corrupt or was replaced; rebuild it with `mmcourse train {name}`"
         )
-    model = RECIPES[name].build(info["config"])
+    inputs = _load_inputs(name, info)
+    cls = getattr(mmcourse.models, str(info["model"]), None)
+    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+        raise CheckpointError(f"the card of {name} names the model {info['model']!r}, which is not a network in "
+                              f"mmcourse.models; rebuild it with `mmcourse train {name}`")
     try:
-        state = load_file(str(weights))
-        model.load_state_dict(state, strict=True)
-    except Exception as err:  # safetensors or shape mismatch
-        raise CheckpointError(f"checkpoint {weights.name} does not fit the model {type(model).__name__}: {err}") from None
+        model = cls(**info["config"], **inputs)
+        model.load_state_dict(load_file(str(weights)), strict=True)
+    except Exception as err:  # a config the class does not take, safetensors errors, shape mismatches
+        raise CheckpointError(f"checkpoint {weights.name} does not fit the model {cls.__name__}: {err}") from None
     return model.to(device).eval()
 
 
-def save(name: str, model: torch.nn.Module, config: dict, extra: dict) -> Path:
-    """Write ``name``.safetensors and its card (with the sha256); returns the weights path."""
-    from safetensors.torch import save_file
+def _load_inputs(name: str, info: dict) -> dict[str, torch.nn.Module]:
+    """Check every requirement's sha256 against the card, then load those the constructor takes."""
+    required = info.get("requires", {})
+    for req, sha in required.items():
+        bundled = card(req)["sha256"]
+        if bundled != sha:
+            rebuild = dependents(req)
+            raise CheckpointError(
+                f"{name} was trained on {req} with sha256 {sha[:12]}..., but the bundled {req} has sha256 "
+                f"{bundled[:12]}...: {req} was retrained since, and {name} only understands the one it was "
+                f"trained on. Rebuild, in order: " + "; ".join(f"`mmcourse train {r}`" for r in rebuild)
+                + f" (or all at once: `mmcourse train --with-dependents {req}`)"
+            )
+    inputs = info.get("inputs", {})
+    unknown = sorted(set(inputs.values()) - set(required))
+    if unknown:
+        raise CheckpointError(f"the card of {name} hands {', '.join(unknown)} to its model without requiring it "
+                              f"(no sha256 in `requires`); rebuild it with `mmcourse train {name}`")
+    return {argument: load(req) for argument, req in inputs.items()}
 
+
+def save(name: str, model: torch.nn.Module, *, description: str, inputs: dict[str, str] | None = None,
+         extra: dict | None = None) -> Path:
+    """Write ``name``.safetensors and its card; returns the weights path.
+
+    ``model`` must be a class of ``mmcourse.models`` with a ``config`` attribute (its constructor's
+    arguments); ``inputs`` maps constructor arguments to the bundled checkpoints the model was built
+    on, whose current sha256 the card records as ``requires``.
+    """
+    cls = type(model).__name__
+    if getattr(mmcourse.models, cls, None) is not type(model):
+        raise TypeError(f"{cls} is not exported by mmcourse.models: a checkpoint's network must live there")
+    inputs = dict(inputs or {})
+    requires = {req: card(req)["sha256"] for req in sorted(set(inputs.values()))}
     out = checkpoint_dir()
     out.mkdir(parents=True, exist_ok=True)
     weights = out / f"{name}.safetensors"
@@ -156,11 +161,7 @@ def save(name: str, model: torch.nn.Module, config: dict, extra: dict) -> Path:
     tmp = weights.with_suffix(".tmp")
     save_file(state, str(tmp), metadata={"name": name})
     tmp.replace(weights)
-    info = {"name": name, "description": RECIPES[name].description, "config": config, "sha256": sha256_of(weights), **extra}
+    info = {"name": name, "description": description, "model": cls, "config": model.config,
+            "sha256": sha256_of(weights), "requires": requires, "inputs": inputs, **(extra or {})}
     (out / f"{name}.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     return weights
-
-
-def _known(name: str) -> None:
-    if name not in RECIPES:
-        raise KeyError(f"no bundled checkpoint {name!r}; available: {', '.join(sorted(RECIPES))}")

@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import random
 
+import numpy as np
 import torch
+
+from mmcourse import __version__
 
 
 def pick_device() -> torch.device:
@@ -22,12 +25,7 @@ def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's generators (all devices)."""
     random.seed(seed)
     torch.manual_seed(seed)
-    try:
-        import numpy as np
-
-        np.random.seed(seed)
-    except ImportError:  # pragma: no cover - numpy ships with torch's wheels
-        pass
+    np.random.seed(seed)
 
 
 def start(seed: int = 0, *, threads: int | None = None, quiet: bool = False) -> torch.device:
@@ -43,7 +41,5 @@ def start(seed: int = 0, *, threads: int | None = None, quiet: bool = False) -> 
     seed_everything(seed)
     device = pick_device()
     if not quiet:
-        from mmcourse import __version__
-
         print(f"mmcourse {__version__} | torch {torch.__version__} | device {device} | {threads} CPU threads | seed {seed}")
     return device

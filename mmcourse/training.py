@@ -1,11 +1,26 @@
-"""The course's one training loop: a fixed number of steps, a progress bar, the losses returned."""
+"""The course's one training loop: a fixed number of steps, a progress bar, the losses returned.
+
+Every bundled checkpoint's recipe and every live training run in the notebooks goes through
+``fit``; what differs between them is passed in as hooks:
+
+* ``param_groups``: the optimiser's parameter groups (e.g. no weight decay on biases and the
+  logit scale, as CLIP does); by default every trainable parameter, one group;
+* ``schedule``: a learning-rate schedule, built on the optimiser and stepped after every step;
+* ``after_step(step)``: anything that must happen after an update (clamping CLIP's logit scale,
+  updating an exponential moving average, taking a snapshot of the weights);
+* ``distributed``: data-parallel training in a ``torch.distributed`` process group (DDP averages
+  the gradients; the returned losses are the mean over the processes).
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
+
+Schedule = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
 
 def fit(
@@ -16,36 +31,58 @@ def fit(
     steps: int,
     lr: float = 1e-3,
     weight_decay: float = 0.0,
+    param_groups: Iterable[dict] | None = None,
+    schedule: Schedule | None = None,
+    after_step: Callable[[int], None] | None = None,
+    distributed: bool = False,
     progress: bool = True,
     desc: str = "training",
-    after_step: Callable[[int], None] | None = None,
 ) -> list[float]:
     """Train ``model`` with AdamW for ``steps`` steps; ``loss_fn(model, batch)`` returns a scalar.
 
-    ``batches`` is any iterator of batches (it is advanced once per step). ``after_step(step)``, if
-    given, runs after each optimiser step (e.g. to update an exponential moving average of the
-    weights). Returns the loss of every step. Raises ``FloatingPointError`` as soon as a loss is NaN
-    or infinite, naming the step.
+    ``batches`` is any iterator of batches (advanced once per step). ``param_groups`` replaces the
+    default single group of trainable parameters (groups may set their own ``weight_decay``);
+    ``schedule(optimizer)`` builds a learning-rate scheduler stepped after each update;
+    ``after_step(step)`` runs after each update (steps count from 0). With ``distributed=True`` the
+    model is wrapped in ``DistributedDataParallel`` (a process group must be initialised), ``loss_fn``
+    receives the wrapper, and each returned loss is the mean over the processes.
+
+    Returns the loss of every step. Raises ``FloatingPointError`` as soon as a loss is NaN or
+    infinite, naming the step.
     """
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("the model has no trainable parameters (all have requires_grad=False)")
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if param_groups is None:
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the model has no trainable parameters (all have requires_grad=False)")
+        param_groups = [{"params": params}]
+    opt = torch.optim.AdamW(list(param_groups), lr=lr, weight_decay=weight_decay)
+    scheduler = schedule(opt) if schedule is not None else None
+    forward = model
+    if distributed:
+        forward = DistributedDataParallel(model)
+    world_size = torch.distributed.get_world_size() if distributed else 1
     model.train()
     losses: list[float] = []
     bar = tqdm(range(steps), desc=desc, disable=not progress, mininterval=0.5)
     for step in bar:
-        loss = loss_fn(model, next(batches))
+        loss = loss_fn(forward, next(batches))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {step}; try a lower learning rate")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if scheduler is not None:
+            scheduler.step()
         if after_step is not None:
             after_step(step)
-        losses.append(loss.item())
+        value = loss.detach()
+        if world_size > 1:  # the whole batch's loss is the mean of the processes' local losses
+            value = value.clone()
+            torch.distributed.all_reduce(value)
+            value /= world_size
+        losses.append(value.item())
         if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
     model.eval()
     return losses
 

@@ -19,6 +19,9 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from mmcourse.data.shapes import combos_for, make_shapes
+from mmcourse.data.tokenizer import default_tokenizer
+
 Tensor = torch.Tensor
 
 # The course's templates: each has one "{}" for the class name ("red square"). The first twelve use
@@ -110,10 +113,11 @@ def logits_from_features(image_features: Tensor, classifier: Tensor, logit_scale
 
 
 def classify(model, images: Tensor, classifier: Tensor, *, batch_size: int = 512) -> Tensor:
-    """Zero-shot logits (N, C): cosine similarity of each image to each class embedding, times exp(t)."""
+    """Zero-shot logits (N, C): cosine similarity of each image to each class embedding, times the
+    model's multiplier ``model.scale()`` (exp(t), at most 100)."""
     features = encode_images(model, images, batch_size=batch_size)
     with torch.no_grad():
-        scale = model.logit_scale.exp().clamp(max=100).float().cpu()
+        scale = model.scale().float().cpu()
     return logits_from_features(features, classifier.cpu(), scale)
 
 
@@ -154,8 +158,6 @@ def template_accuracies(model, image_features: Tensor, labels: Tensor, classname
 
 def color_shape_classes() -> list[tuple[str, str]]:
     """The 64 (colour, shape) classes of the shapes world, seen and held-out alike."""
-    from mmcourse.data.shapes import combos_for
-
     return combos_for("all")
 
 
@@ -163,8 +165,6 @@ def color_shape_accuracy(model, *, style: str = "photo", split: str = "train", n
                          templates: Sequence[str] = ("a {}",)) -> dict:
     """64-way zero-shot accuracy over all colour-shape classes on fresh single-object images, plus
     how often the colour and the shape of the predicted class are right."""
-    from mmcourse.data.shapes import make_shapes
-
     classes = color_shape_classes()
     classifier = build_classifier(model, [f"{c} {s}" for c, s in classes], templates)
     data = make_shapes(n, seed=seed, split=split, style=style)
@@ -204,8 +204,6 @@ def _tokenizer_of(model):
     text = getattr(model, "text", None)
     tokenizer = getattr(text, "tokenizer", None) or getattr(model, "tokenizer", None)
     if tokenizer is None or not hasattr(tokenizer, "unknown_words"):
-        from mmcourse.data.tokenizer import default_tokenizer
-
         return default_tokenizer() if hasattr(model, "tokenize") else None
     return tokenizer
 

@@ -74,30 +74,15 @@ device = mmcourse.start(seed=0)
 # training split never shows them, so no label-based classifier can ever output them.
 
 # %%
+from mmcourse.plots import image_grid, show_images
+
 train = make_shapes(2000, seed=1, split="train")
 heldout = make_shapes(500, seed=2, split="heldout")
 print(f"{len(COLORS)} colours x {len(SHAPES)} shapes = {len(COLORS) * len(SHAPES)} classes, {len(HELDOUT_COMBOS)} held out:")
 print(", ".join(f"{c} {s}" for c, s in HELDOUT_COMBOS))
-
-
-def show_images(images, titles, ncols=8, size=1.3, suptitle=None):
-    """A grid of images (N, 3, H, W) with a small title under each."""
-    nrows = (len(images) + ncols - 1) // ncols
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * (size + 0.35)), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, img, title in zip(axes.flat, images, titles):
-        ax.imshow(img.permute(1, 2, 0).numpy(), interpolation="nearest")
-        ax.set_title(title, fontsize=7)
-    if suptitle:
-        fig.suptitle(suptitle)
-    plt.tight_layout()
-    plt.show()
-
-
 show_images(train.images[:8], [textwrap.fill(c, 16) for c in train.captions[:8]],
-            suptitle="training images and their captions (32 x 32 pixels)")
-show_images(heldout.images[:8], [f"{c} {s}" for c, s in heldout.combos[:8]], suptitle="held-out pairs: never in training")
+            title="training images and their captions (32 x 32 pixels)")
+show_images(heldout.images[:8], [f"{c} {s}" for c, s in heldout.combos[:8]], title="held-out pairs: never in training")
 
 # %% [markdown] slideshow={"slide_type": "notes"}
 # Instructor: ask the room which classifier could ever answer "red triangle" here. The images are
@@ -106,7 +91,7 @@ show_images(heldout.images[:8], [f"{c} {s}" for c, s in heldout.combos[:8]], sup
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ### An attribute predictor
 #
-# `mmcourse.attributes.AttributePredictor` has two heads, one per attribute group: an 8-way
+# `mmcourse.models.AttributePredictor` has two heads, one per attribute group: an 8-way
 # colour classifier and an 8-way shape classifier. Each head gets only its own evidence: the colour
 # branch looks at one pixel at a time, and the shape branch at a grey, contrast-normalised image.
 # (A single shared network would learn the training set's correlations: red things are never
@@ -116,7 +101,7 @@ show_images(heldout.images[:8], [f"{c} {s}" for c, s in heldout.combos[:8]], sup
 # fall, and then we load the course's pretrained copy.
 
 # %%
-from mmcourse.attributes import AttributePredictor
+from mmcourse.models import AttributePredictor
 from mmcourse.training import batches_of, fit
 
 torch.manual_seed(0)
@@ -256,7 +241,7 @@ print(f"chance: {1 / 64:.3f} (64 classes)")
 fig, axes = plt.subplots(1, 4, figsize=(11, 2.6), gridspec_kw={"width_ratios": [1, 3, 1, 3]})
 for col, i in enumerate([0, 1]):
     ax_img, ax_bar = axes[2 * col], axes[2 * col + 1]
-    ax_img.imshow(test_held.images[i].permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax_img.imshow(image_grid(test_held.images[i]), interpolation="nearest")
     ax_img.set_title(f"truth: {' '.join(test_held.combos[i])}", fontsize=8)
     ax_img.axis("off")
     ax_bar.bar(range(len(ATTRIBUTE_NAMES)), probs_held[i].numpy(), color=["tab:red"] * 8 + ["tab:gray"] * 8)
@@ -516,7 +501,7 @@ q = arithmetic(gallery.images[sources[0]], "blue", "red")
 top = cosine_similarity(q, img_emb)[0].topk(7).indices.tolist()
 show_images(torch.stack([gallery.images[sources[0]]] + [gallery.images[j] for j in top]),
             ["query image"] + [" ".join(gallery.combos[j]) for j in top],
-            suptitle='image of a blue square − "blue" + "red": nearest images')
+            title='image of a blue square − "blue" + "red": nearest images')
 print(f"red squares among the top 10, averaged over every blue square: {share:.2f} "
       f"({sum(c == ('red', 'square') for c in gallery.combos)} red squares in a gallery of {len(gallery)})")
 share_new, _ = arithmetic_hits(("blue", "triangle"), ("red", "triangle"))

@@ -270,6 +270,7 @@ explorer.widget(tau=0.07)
 # %%
 from mmcourse.losses import clip_loss_grouped
 from mmcourse.models import bag_of_words
+from mmcourse.models.clip import capped_scale
 from mmcourse.zeroshot import color_shape_classes
 
 classes = color_shape_classes()
@@ -294,7 +295,7 @@ def train_projections(batch_size, steps=150, seed=0, groups=None):
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         idx = torch.randint(0, len(pool_img), (batch_size,), generator=g)
-        img, txt, scale = F.normalize(w_i(pool_img[idx]), dim=1), F.normalize(w_t(pool_txt[idx]), dim=1), t.exp().clamp(max=100)
+        img, txt, scale = F.normalize(w_i(pool_img[idx]), dim=1), F.normalize(w_t(pool_txt[idx]), dim=1), capped_scale(t)
         loss = clip_loss(img, txt, scale) if groups is None else clip_loss_grouped(img, txt, scale, groups[idx])
         opt.zero_grad()
         loss.backward()
@@ -425,7 +426,7 @@ for b in (16, 64, 256, 1024):
 
 # %%
 from mmcourse.models import CLIP
-from mmcourse.pretraining import contrastive_loss
+from mmcourse.losses import contrastive_loss
 
 torch.manual_seed(0)
 small = CLIP(image={"kind": "cnn", "out_dim": 64, "width": 16}, text={"kind": "bow", "width": 32}, embed_dim=32)
@@ -474,14 +475,14 @@ for key, value in info["metrics"]["zero_shot"].items():
 # The similarity matrix of a fresh batch: twelve images against their twelve captions.
 
 # %%
+from mmcourse.plots import image_grid, show_images
 from mmcourse.retrieval import cosine_similarity, recall_table
 
 shown = make_shapes(12, seed=61, split="all", style=("photo", "sketch", "cartoon"))
 with torch.no_grad():
     sims = cosine_similarity(clip.encode_image(shown.images.to(device)), clip.encode_text(shown.captions)).cpu()
 fig, (ax_img, ax) = plt.subplots(2, 1, figsize=(9, 8.5), gridspec_kw={"height_ratios": [1, 6]})
-strip = torch.cat(list(shown.images), dim=2).permute(1, 2, 0)
-ax_img.imshow(strip.numpy(), interpolation="nearest")
+ax_img.imshow(image_grid(shown.images), interpolation="nearest")
 ax_img.axis("off")
 ax_img.set_title("images 0-11")
 im = ax.imshow(sims.numpy(), cmap="viridis")
@@ -519,13 +520,8 @@ query = "a red triangle"  # a held-out pair: no red triangle was ever in trainin
 with torch.no_grad():
     q = clip.encode_text([query]).cpu()
 top = cosine_similarity(q, g_img)[0].topk(8).indices.tolist()
-fig, axes = plt.subplots(1, 8, figsize=(10, 1.6))
-for ax, i in zip(axes, top):
-    ax.imshow(gallery.images[i].permute(1, 2, 0).numpy(), interpolation="nearest")
-    ax.set_title(" ".join(gallery.combos[i]), fontsize=7)
-    ax.axis("off")
-plt.suptitle(f'text -> image: top 8 for "{query}"', fontsize=9, y=1.05)
-plt.show()
+show_images(gallery.images[top], [" ".join(gallery.combos[i]) for i in top], size=1.25,
+            title=f'text -> image: top 8 for "{query}"')
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## 10 · Bag of words or transformer?

@@ -94,6 +94,8 @@ print(f"{len(classnames)} classes, e.g. {classnames[:3]}; held out of CLIP's tra
 # classes of the cosines times the model's learned logit scale 1/τ, as in training.
 
 # %%
+from mmcourse.plots import image_grid, show_images
+
 examples = make_shapes(6, seed=3031, split="all", style=("photo", "sketch", "flat", "cartoon"))
 with torch.no_grad():
     z_img = clip.encode_image(examples.images.to(device)).cpu()  # ① encode the images: (6, 64)
@@ -107,7 +109,7 @@ print("predicted:", ", ".join(classnames[j] for j in pred.tolist()))
 
 fig, axes = plt.subplots(2, 6, figsize=(13, 4.2), gridspec_kw={"height_ratios": [1, 1.1]})
 for i in range(6):
-    axes[0, i].imshow(examples.images[i].permute(1, 2, 0).numpy(), interpolation="nearest")
+    axes[0, i].imshow(image_grid(examples.images[i]), interpolation="nearest")
     axes[0, i].set_title(f"{examples.styles[i]}: {examples.colors[i]} {examples.shapes[i]}", fontsize=8)
     axes[0, i].axis("off")
     top = probs[i].topk(5)
@@ -309,13 +311,8 @@ for pairs, label in (("seen", "seen pairs"), ("held-out", "held-out pairs (never
 held = sets["held-out", "photo"]
 one_each = [held.combos.index(pair) for pair in HELDOUT_COMBOS]
 held_probs = zeroshot.probabilities(clip, held.images[one_each], ensembled)
-fig, axes = plt.subplots(1, 8, figsize=(12, 2))
-for ax, i, p in zip(axes, one_each, held_probs):
-    ax.imshow(held.images[i].permute(1, 2, 0).numpy(), interpolation="nearest")
-    ax.set_title(f"{classnames[p.argmax()]}\np = {p.max():.2f}", fontsize=8)
-    ax.axis("off")
-plt.suptitle("held-out pairs: the zero-shot prediction and its probability", fontsize=9, y=1.1)
-plt.show()
+show_images(held.images[one_each], [f"{classnames[p.argmax()]}\np = {p.max():.2f}" for p in held_probs], size=1.5,
+            title="held-out pairs: the zero-shot prediction and its probability", fontsize=8)
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## 6 · Attribute prompts vs class-name prompts

@@ -51,30 +51,13 @@ import torch.nn.functional as F
 import mmcourse
 from mmcourse import check
 from mmcourse import diffusion as D
+from mmcourse import fidelity, pretrained
 from mmcourse.data import make_shapes
 from mmcourse.data.shapes import COLORS, stream_shapes
+from mmcourse.models import DiffusionModel
+from mmcourse.plots import image_grid, show_images
 
 device = mmcourse.start(seed=0)
-
-
-def show_row(images, titles=None, *, title=None, size=1.3, ncols=None):
-    """Images (N, 3, S, S) in [0, 1] side by side (in rows of ``ncols`` if given)."""
-    ncols = ncols or len(images)
-    nrows = -(-len(images) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * 1.25 * nrows), squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if i >= len(images):
-            ax.axis("off")
-            continue
-        ax.imshow(images[i].permute(1, 2, 0).clamp(0, 1).cpu().numpy(), interpolation="nearest")
-        if titles is not None:
-            ax.set_title(titles[i], fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    plt.tight_layout()
-    plt.show()
 
 
 # %% [markdown] slideshow={"slide_type": "slide"}
@@ -118,7 +101,7 @@ for row, sched in enumerate((linear, cosine)):
     for col, t in enumerate(steps_shown):
         x_t = D.q_sample(x0, torch.tensor([t]), noise, sched)
         a = fig.add_subplot(grid[row, col + 3])
-        a.imshow(D.to_images(x_t)[0].permute(1, 2, 0).numpy(), interpolation="nearest")
+        a.imshow(image_grid(D.to_images(x_t)[0]), interpolation="nearest")
         a.set_xticks([])
         a.set_yticks([])
         if row == 0:
@@ -149,6 +132,7 @@ check.exercise("08.q_sample", q_sample)
 t_demo = torch.tensor([10, 500, 990])
 same = torch.allclose(q_sample(x0.expand(3, -1, -1, -1), t_demo, noise.expand(3, -1, -1, -1), cosine.alphas_cumprod),
                       D.q_sample(x0.expand(3, -1, -1, -1), t_demo, noise.expand(3, -1, -1, -1), cosine), atol=1e-6)
+assert same, "your q_sample differs from mmcourse.diffusion.q_sample"
 print(f"your q_sample equals mmcourse.diffusion.q_sample (tested against diffusers' add_noise): {same}")
 
 # %% [markdown] slideshow={"slide_type": "slide"}
@@ -207,7 +191,7 @@ for t in (100, 500, 900):
 
 # %%
 torch.manual_seed(0)
-tiny = D.DiffusionModel(encoder="clip_shapes", image_size=16, channels=(16, 32), emb_dim=64).to(device)
+tiny = DiffusionModel(pretrained.load("clip_shapes"), image_size=16, channels=(16, 32), emb_dim=64).to(device)
 opt = torch.optim.AdamW(tiny.parameters(), lr=3e-3)
 sched = tiny.schedule
 stream = stream_shapes(32, seed=1, style="flat", size=16)  # fresh captioned images, never a held-out pair
@@ -238,9 +222,9 @@ ax.set_ylabel(r"$\|\epsilon - \epsilon_\theta\|^2$ per pixel")
 ax.set_title("a denoiser learns fast at first")
 plt.tight_layout()
 plt.show()
-show_row(D.sample(tiny, ["a red circle", "a blue square", "a yellow star", "a green heart"], guidance_scale=0.0,
-                  steps=25, seed=0), ["red circle", "blue square", "yellow star", "green heart"],
-         title="after a few seconds: blobs")
+show_images(D.sample(tiny, ["a red circle", "a blue square", "a yellow star", "a green heart"], guidance_scale=0.0,
+                     steps=25, seed=0), ["red circle", "blue square", "yellow star", "green heart"],
+            title="after a few seconds: blobs")
 
 # %% [markdown] slideshow={"slide_type": "fragment"}
 # The loss falls from 1 (predicting nothing) by an order of magnitude within a hundred steps: most
@@ -260,14 +244,12 @@ show_row(D.sample(tiny, ["a red circle", "a blue square", "a yellow star", "a gr
 # ten minutes taught a model colours but not shapes; the card says what 16 × 16 buys.
 
 # %%
-from mmcourse import pretrained
-
 model = pretrained.load("diffusion_shapes", device=device)
 info = pretrained.card("diffusion_shapes")
 n_params = sum(p.numel() for p in model.parameters())
 print(f"{n_params:,} parameters in the denoiser; {info['metrics']['steps']} steps of {info['metrics']['batch_size']} "
       f"images in {info['train']['seconds'] / 60:.1f} min on {info['train']['machine']}; text encoder: "
-      f"clip_shapes (sha256 {model.config['encoder_sha256'][:12]}..., frozen, not part of this checkpoint)")
+      f"clip_shapes (sha256 {info['requires']['clip_shapes'][:12]}..., frozen, not part of this checkpoint)")
 
 # what the network believes x_0 is, from x_t alone (plus the caption)
 S = model.image_size  # 16
@@ -280,9 +262,9 @@ with torch.no_grad():
     eps_hat = model(x_ts, torch.tensor(ts, device=device), model.encode(real.captions * len(ts)))
 x0_hats = torch.cat([D.predict_x0(x_ts[i : i + 1], eps_hat[i : i + 1], model.schedule.alpha_bar(t).to(device))
                      for i, t in enumerate(ts)])
-show_row(torch.cat([D.to_images(x_ts), real.images.to(device), D.to_images(x0_hats.clamp(-1, 1))]),
-         [f"x_t, t={t}" for t in ts] + ["the real x_0"] + [f"x0_hat from t={t}" for t in ts], ncols=len(ts) + 1,
-         title=f"'{real.captions[0]}': noisy inputs and the model's estimate of the clean image")
+show_images(torch.cat([D.to_images(x_ts), real.images.to(device), D.to_images(x0_hats.clamp(-1, 1))]),
+            [f"x_t, t={t}" for t in ts] + ["the real x_0"] + [f"x0_hat from t={t}" for t in ts], ncols=len(ts) + 1,
+            title=f"'{real.captions[0]}': noisy inputs and the model's estimate of the clean image")
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ### Two samplers
@@ -318,9 +300,9 @@ def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_t, alpha_bar_prev)
 check.exercise("08.ddim_step", ddim_step)
 xs, es = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
 ours_step = ddim_step(xs, es, cosine.alpha_bar(700), cosine.alpha_bar(650))
-package_step = D.ddim_step(xs, es, 700, 650, cosine, clip_x0=False)
-print(f"your step equals mmcourse.diffusion.ddim_step (tested against diffusers' DDIMScheduler): "
-      f"{torch.allclose(ours_step, package_step, atol=1e-5)}")
+package_step = D.ddim_step(xs, es, 700, 650, cosine)
+assert torch.allclose(ours_step, package_step, atol=1e-5), "your ddim_step differs from mmcourse.diffusion.ddim_step"
+print("your step equals mmcourse.diffusion.ddim_step (tested against diffusers' DDIMScheduler): True")
 
 # %% [markdown]
 # The package's `D.sample` runs either loop; here both samplers draw the same eight captions at
@@ -334,23 +316,23 @@ print(f"your step equals mmcourse.diffusion.ddim_step (tested against diffusers'
 
 # %%
 classifier = pretrained.load("attributes_shapes")
-pairs = D.eval_pairs()
+pairs = fidelity.eval_pairs()
 sampler_captions = [f"a {c} {s}" for c, s in pairs]
-runs = [("DDIM", 10, True), ("DDIM", 25, True), ("DDIM", 50, True), ("DDIM", 50, False),
-        ("DDPM", 10, True), ("DDPM", 50, True), ("DDPM", 200, True)]
+runs = [("DDIM", 10, D.ddim_step_clipped), ("DDIM", 25, D.ddim_step_clipped), ("DDIM", 50, D.ddim_step_clipped),
+        ("DDIM", 50, D.ddim_step_clipped_x0_only), ("DDPM", 10, D.ddpm_step), ("DDPM", 50, D.ddpm_step),
+        ("DDPM", 200, D.ddpm_step)]
 rows, table = [], []
-for sampler, n_steps, recompute in runs:
+for sampler, n_steps, step in runs:
     start = time.perf_counter()
-    x = D.sample(model, sampler_captions * 2, guidance_scale=3.0, steps=n_steps, seed=1, sampler=sampler.lower(),
-                 eps_from_clipped_x0=recompute).cpu()
+    x = D.sample(model, sampler_captions * 2, guidance_scale=3.0, steps=n_steps, seed=1, step=step).cpu()
     seconds = (time.perf_counter() - start) / len(x)
-    score = D.score_images(x.view(2, len(pairs), *x.shape[1:]).transpose(0, 1), pairs, classifier)
-    label = f"{sampler} {n_steps}" + ("" if recompute or sampler == "DDPM" else ", ε as predicted")
+    score = fidelity.score_images(x.view(2, len(pairs), *x.shape[1:]).transpose(0, 1), pairs, classifier)
+    label = f"{sampler} {n_steps}" + (", ε as predicted" if step is D.ddim_step_clipped_x0_only else "")
     table.append((label, seconds, score["both"]))
     rows.append(x[: len(pairs)])
 fig, axes = plt.subplots(len(rows), 1, figsize=(8, 1.05 * len(rows)))
 for ax, x, (label, seconds, acc) in zip(axes, rows, table):
-    ax.imshow(torch.cat(list(x), dim=2).permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.imshow(image_grid(x), interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
@@ -380,7 +362,7 @@ for label, seconds, acc in table:
 #   term, where it enters with the opposite sign: each step moves the image *away* from the caption.
 #   The cure is to recompute the noise the clipped image implies,
 #   $\boldsymbol\epsilon = (\mathbf x_t - \sqrt{\bar\alpha_t}\,\hat{\mathbf x}_0)/\sqrt{1-\bar\alpha_t}$, so both
-#   terms describe the same $\mathbf x_t$ again; that is `D.ddim_step(..., eps_from_clipped_x0=True)`,
+#   terms describe the same $\mathbf x_t$ again; that is `D.ddim_step_clipped`,
 #   diffusers' `use_clipped_model_output=True`, and what `D.sample` does. DDPM uses only the clipped
 #   $\hat{\mathbf x}_0$ (and fresh noise), so it never had the problem. `D.sample` defaults to DDPM with
 #   50 steps, the sampler the model's card is measured with.
@@ -476,9 +458,9 @@ def judge(x):
 
 print(f"independent classifier reads the target colour: unconditional {judge(unguided):.2f}, "
       f"classifier-guided {judge(guided):.2f} (chance {1 / len(COLORS):.2f})")
-show_row(torch.cat([unguided, guided]), [""] * len(targets) + targets, size=0.7, ncols=len(targets),
-         title="top: unconditional samples (no caption); bottom: the same start, guided by the noisy classifier "
-         "towards the colour named above each image (s = 5)")
+show_images(torch.cat([unguided, guided]), [""] * len(targets) + targets, size=0.7, ncols=len(targets),
+            title="top: unconditional samples (no caption); bottom: the same start, guided by the noisy classifier "
+            "towards the colour named above each image (s = 5)")
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # It works, but it needs a second model that must be trained on noisy images at every noise level,
@@ -533,7 +515,7 @@ start = time.perf_counter()
 
 
 def fidelity_and_diversity(images, captions):
-    scores = D.score_images(images, sweep_pairs, classifier)
+    scores = fidelity.score_images(images, sweep_pairs, classifier)
     return {"fidelity": scores["both"], "diversity": scores["diversity"]}
 
 
@@ -544,7 +526,7 @@ print(f"{len(sweep_weights)} weights x {len(sweep_captions)} captions x 4 sample
 sd35 = [0.0, 1.5, 3.5, 6.5]
 fig, axes = plt.subplots(1, len(sd35), figsize=(11, 3.4))
 for ax, w in zip(axes, sd35):
-    ax.imshow(explorer.grid(w).numpy(), interpolation="nearest")
+    ax.imshow(explorer.grid(w), interpolation="nearest")
     ax.set_title(f"cfg {1 + w:g}  (w = {w:g})")
     ax.set_xticks([])
     ax.set_yticks([])

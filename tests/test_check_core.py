@@ -38,8 +38,11 @@ def toy():
         return ex
 
     yield add
+    from mmcourse.check import core
+
     for ex_id in added:
         EXERCISES.pop(ex_id, None)
+        core._failures.pop(ex_id, None)  # each test starts with no failed tries
 
 
 def _double_cases(g: torch.Generator) -> list[Case]:
@@ -207,7 +210,7 @@ def test_wrong_answer_names_the_case(toy):
     toy("99.toy_double", _double, _double_cases, hint="multiply by two")
     msg = _message(exercise, "99.toy_double", lambda x: 3 * x)
     assert "99.toy_double" in msg and "case 'small'" in msg and "wrong values" in msg
-    assert "Hint: multiply by two" in msg
+    assert "multiply by two" not in msg and "check.hint('99.toy_double')" in msg, "the hint comes on request"
     # right on the first case, wrong on the second
     msg = _message(exercise, "99.toy_double", lambda x: 2 * x.clamp(min=0))
     assert "case 'negative'" in msg and "case 'small'" not in msg
@@ -314,3 +317,58 @@ def test_register_twice_is_an_error(toy):
 
 def test_fixture_cleans_up():
     assert not [k for k in EXERCISES if k.startswith("99.")]
+
+
+# ------------------------------------------------------------------------------ hints and modes
+
+
+def test_the_hint_comes_on_request_or_after_repeated_failures(toy, capsys):
+    from mmcourse.check.core import HINT_AFTER, hint
+
+    toy("99.toy_double", _double, _double_cases, hint="multiply by two")
+    hint("99.toy_double")
+    assert "multiply by two" in capsys.readouterr().out
+    messages = [_message(exercise, "99.toy_double", lambda x: 3 * x) for _ in range(HINT_AFTER)]
+    assert all("multiply by two" not in m for m in messages[:-1])
+    assert f"Hint (after {HINT_AFTER} tries): multiply by two" in messages[-1]
+    with pytest.raises(KeyError, match="no exercise"):
+        hint("99.nothing")
+
+
+def test_a_stub_is_not_counted_as_a_try(toy):
+    from mmcourse.check.core import HINT_AFTER
+
+    toy("99.toy_double", _double, _double_cases, hint="multiply by two")
+
+    def stub(x):
+        raise NotImplementedError
+
+    for _ in range(HINT_AFTER + 1):
+        msg = _message(exercise, "99.toy_double", stub)
+        assert "not implemented yet" in msg and "multiply by two" not in msg
+
+
+def test_show_mode_marks_the_failure_and_lets_the_notebook_go_on(toy, monkeypatch, capsys):
+    """A student's notebook: no exception, the message in place (plain text outside a kernel)."""
+    toy("99.toy_double", _double, _double_cases)
+    monkeypatch.setenv("MMCOURSE_CHECKS", "show")
+    assert exercise("99.toy_double", lambda x: 3 * x) is None
+    err = capsys.readouterr().err
+    assert "\u2717 Exercise 99.toy_double" in err and "case 'small'" in err and "notebook goes on" in err
+
+    def stub(x):
+        raise NotImplementedError
+
+    assert exercise("99.toy_double", stub) is None
+    assert "\u25cb Exercise 99.toy_double" in capsys.readouterr().err
+    monkeypatch.setenv("MMCOURSE_CHECKS", "loud")
+    with pytest.raises(ValueError, match="MMCOURSE_CHECKS must be one of show, raise"):
+        exercise("99.toy_double", lambda x: 3 * x)
+
+
+def test_a_raised_failure_shows_the_message_without_a_traceback(toy):
+    toy("99.toy_double", _double, _double_cases)
+    with pytest.raises(AnswerError) as info:
+        exercise("99.toy_double", lambda x: 3 * x)
+    rendered = info.value._render_traceback_()
+    assert rendered == [f"AnswerError: {info.value}"] and "core.py" not in "".join(rendered)

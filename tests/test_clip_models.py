@@ -6,16 +6,19 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from mmcourse.models import CLIP, BagOfWordsEncoder, TextTransformer, TinyViT
+from mmcourse.data.tokenizer import SPECIAL_TOKENS, default_tokenizer
 from mmcourse.losses import clip_loss
+from mmcourse.models import CLIP, BagOfWordsEncoder, TextTransformer, TinyViT
+from mmcourse.models.bow import bag_of_words
 
 
 @pytest.fixture(scope="module")
 def text():
+    """In float64: the tests below compare the same function computed over different lengths or word
+    orders, which float32 rounds differently (by ~1e-7, depending on the kernels a torch build picks)."""
     torch.manual_seed(0)
-    return TextTransformer(width=32, layers=2, heads=4).eval()
+    return TextTransformer(width=32, layers=2, heads=4).double().eval()
 
 
 def test_text_transformer_pools_at_the_end_of_text_token(text):
@@ -24,7 +27,7 @@ def test_text_transformer_pools_at_the_end_of_text_token(text):
     out = text(ids)
     h = text.token_features(ids[:, :12])
     eos = [ids[i].tolist().index(text.tokenizer.eos_id) for i in range(2)]
-    assert torch.allclose(out[0], h[0, eos[0]], atol=1e-5) and torch.allclose(out[1], h[1, eos[1]], atol=1e-5)
+    torch.testing.assert_close(out, torch.stack([h[0, eos[0]], h[1, eos[1]]]))
 
 
 def test_causal_attention_ignores_what_follows_the_end_of_text(text):
@@ -32,19 +35,38 @@ def test_causal_attention_ignores_what_follows_the_end_of_text(text):
     junk = ids.clone()
     eos = ids[0].tolist().index(text.tokenizer.eos_id)
     junk[0, eos + 1 : eos + 5] = torch.tensor([10, 11, 12, 13])  # garbage after <eos> instead of padding
-    assert torch.allclose(text(ids), text(junk), atol=1e-6)
+    torch.testing.assert_close(text(ids), text(junk))
 
 
 def test_transformer_sees_word_order_and_bag_of_words_does_not(text):
     a, b = ["a red square left of a blue circle"], ["a blue square left of a red circle"]
     assert not torch.allclose(text(text.tokenize(a)), text(text.tokenize(b)), atol=1e-4)
-    bow = BagOfWordsEncoder(width=16)
-    assert torch.allclose(bow(bow.tokenize(a)), bow(bow.tokenize(b)))
+    bow = BagOfWordsEncoder(width=16).double()  # fp64: the mean adds the same words in another order
+    torch.testing.assert_close(bow(bow.tokenize(a)), bow(bow.tokenize(b)))
 
 
 def test_bag_of_words_ignores_special_and_unknown_tokens():
     bow = BagOfWordsEncoder(width=8)
     assert torch.allclose(bow(bow.tokenize(["a red square"])), bow(bow.tokenize(["a red square zzzunknown"])))
+
+
+def test_word_counts_follow_the_same_rule_as_the_encoder():
+    """One bag of words: the counts keep vocabulary words only (no <unk>, no special tokens), and the
+    encoder's output is the count-weighted mean of the embeddings of exactly those words."""
+    tok = default_tokenizer()
+    texts = ["a red red square", "a red square zzzunknown <eos>", "vermilion chartreuse", "A Red, square."]
+    counts = bag_of_words(texts)
+    assert counts.shape == (4, tok.vocab_size)
+    assert counts[0, tok.stoi["red"]] == 2 and counts[0].sum() == 4
+    assert torch.equal(counts[1], bag_of_words("a red square")[0])  # unknown words (typed "<eos>" too) not counted
+    assert counts[2].sum() == 0 and counts[:, : len(SPECIAL_TOKENS)].sum() == 0
+    assert counts[3, tok.stoi[","]] == 1 and counts[3, tok.stoi["."]] == 1  # punctuation marks are vocabulary words
+    assert bag_of_words(" ".join(["red"] * 50))[0, tok.stoi["red"]] == 50  # the whole text, no context length
+
+    bow = BagOfWordsEncoder(width=8).double()
+    known = counts[[0, 1, 3]].double()
+    expected = known @ bow.embedding.weight / known.sum(dim=1, keepdim=True)
+    torch.testing.assert_close(bow(bow.tokenize([texts[0], texts[1], texts[3]])), expected)
 
 
 def test_vit_exposes_one_patch_token_per_patch_in_row_major_order():
@@ -102,7 +124,7 @@ def test_clip_explains_bad_inputs():
 
 def test_the_contrastive_step_lowers_the_loss_on_a_fixed_batch():
     from mmcourse.data import make_shapes
-    from mmcourse.pretraining import contrastive_loss
+    from mmcourse.losses import contrastive_loss
 
     torch.manual_seed(0)
     model = CLIP(image={"kind": "cnn", "out_dim": 32, "width": 8}, text={"kind": "bow", "width": 16}, embed_dim=16)

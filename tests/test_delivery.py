@@ -1,13 +1,20 @@
 """Delivery: the committed Colab notebooks are current, README badges point at files that exist,
-Binder's configuration is complete, and the Binder build steps work in a fresh virtual environment."""
+Binder's configuration is complete, the Binder build steps work in a fresh virtual environment, and
+README's first command (`make course`) really starts JupyterLab, as root too."""
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
+import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 import venv
+from pathlib import Path
 
 import pytest
 
@@ -46,6 +53,67 @@ def test_binder_config_is_complete():
     assert os.access(binder / "postBuild", os.X_OK)
     reqs = (binder / "requirements.txt").read_text()
     assert "-e .[lab]" in reqs
+
+
+def _first_readme_command() -> str:
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"```bash\n(.*?)```", readme, re.S).group(1)
+    return block.splitlines()[0].split("#")[0].strip()
+
+
+def _launch_line(env: dict | None = None) -> list[str]:
+    """The command `make course` ends with (from `make -n`), for the virtual environment running the tests."""
+    target = _first_readme_command().removeprefix("make ").strip()
+    out = subprocess.run(["make", "-n", target, f"VENV={sys.prefix}"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, check=True, timeout=60).stdout
+    launches = [line for line in out.splitlines() if "jupyter lab" in line]
+    assert len(launches) == 1, out
+    return shlex.split(launches[0])
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_course_adds_allow_root_only_for_root(tmp_path):
+    fake_id = tmp_path / "id"  # make reads the user id from `id -u`: pretend to be user 1000
+    fake_id.write_text("#!/bin/sh\necho 1000\n")
+    fake_id.chmod(0o755)
+    as_user = _launch_line({**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"})
+    assert "--allow-root" not in as_user
+    assert ("--allow-root" in _launch_line()) == (os.geteuid() == 0)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_the_first_readme_command_starts_jupyterlab(tmp_path):
+    """README's first command is `make course`; its launch line, run as the current user (root in many
+    containers, which JupyterLab refuses without --allow-root), must bring up a server that serves the lab."""
+    assert _first_readme_command() == "make course"
+    cmd = _launch_line()
+    if not Path(cmd[0]).exists():
+        pytest.skip(f"{cmd[0]} is not installed in this environment")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "config"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    extra = ["--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+             "--ServerApp.token=", "--ServerApp.password="]
+    server = subprocess.Popen(cmd + extra, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, status = time.monotonic() + 60, None
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/lab", timeout=5) as response:
+                    status = response.status
+                break
+            except OSError:
+                time.sleep(0.25)
+        assert server.poll() is None, f"JupyterLab exited ({server.returncode}): {server.stderr.read()[-2000:]}"
+        assert status == 200, f"JupyterLab did not answer on port {port} within 60 s"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 @pytest.mark.slow

@@ -16,7 +16,8 @@ from mmcourse.losses import clip_loss
 WORLD = 2
 N_LOCAL, D, SCALE = 5, 7, 20.0
 
-pytestmark = pytest.mark.skipif(
+# only the tests that start processes need gloo; the single-process behaviour is tested everywhere
+needs_gloo = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed with gloo"
 )
 
@@ -74,6 +75,8 @@ def _worker(rank: int, world_size: int, device: torch.device, out_dir: str) -> N
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
+    if not (dist.is_available() and dist.is_gloo_available()):
+        pytest.skip("needs torch.distributed with gloo")
     out = tmp_path_factory.mktemp("ranks")
     distributed.launch(_worker, WORLD, str(out), backend="gloo", timeout_s=60)
     return [torch.load(out / f"rank{r}.pt") for r in range(WORLD)]
@@ -136,10 +139,11 @@ def test_bad_arguments_are_explained():
         distributed.launch(_worker, 0)
 
 
+@needs_gloo
 def test_training_in_two_processes_matches_one_process():
     """`train_clip(nproc=2)`: two gloo processes, each half of every batch, features gathered; with no
     batch norm (a ViT image encoder) the weights match single-process training on the whole batch."""
-    from mmcourse.pretraining import train_clip
+    from mmcourse.recipes.clip_shapes import train as train_clip
 
     config = {"image": {"kind": "vit", "width": 16, "layers": 1, "heads": 2, "patch": 8},
               "text": {"kind": "transformer", "width": 16, "layers": 1, "heads": 2}, "embed_dim": 16}
@@ -157,7 +161,7 @@ def test_training_in_two_processes_matches_one_process():
 
 
 def test_nproc_must_divide_the_batch():
-    from mmcourse.pretraining import train_clip
+    from mmcourse.recipes.clip_shapes import train as train_clip
 
     with pytest.raises(ValueError, match="divide batch_size"):
         train_clip(nproc=3, batch_size=16, steps=1, evaluate=False, progress=False)

@@ -42,12 +42,16 @@ def _reference(img, txt, scale, upstream=1.0):
     return _value_and_grads(clip_loss, img.double(), txt.double(), scale, upstream)
 
 
-def _assert_matches_reference(ours, ref, dtype):
+FP32_EPS = torch.finfo(torch.float32).eps
+
+
+def _assert_matches_reference(ours, ref, dtype, scale):
     loss, d_img, d_txt, d_scale = ours
     ref_loss, ref_img, ref_txt, ref_scale = ref
     assert loss.dtype == torch.float32 and d_img.dtype == dtype and d_txt.dtype == dtype
-    # the loss is reduced in fp32 from the (possibly bf16) inputs: it is fp32-accurate
-    torch.testing.assert_close(loss.double(), ref_loss, rtol=1e-5, atol=1e-5)
+    # the loss is reduced in fp32 from the (possibly bf16) inputs: it is fp32-accurate, that is within a
+    # few roundings of the largest logit (scale * cosine) added into each log-sum-exp
+    torch.testing.assert_close(loss.double(), ref_loss, rtol=1e-5, atol=8 * FP32_EPS * max(1.0, scale))
     # gradients are handed back in the input dtype: compare at that dtype's resolution
     rtol = {torch.float32: 1e-4, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}[dtype]
     for ours_g, ref_g in ((d_img, ref_img), (d_txt, ref_txt)):
@@ -119,19 +123,19 @@ def interpreted(tmp_path_factory):
 @pytest.mark.parametrize("name", [name for name in TRITON_CASES if name.startswith("n")])
 def test_triton_value_and_gradients_equal_clip_loss(interpreted, name):
     img, txt, scale, upstream = _triton_inputs(name)
-    _assert_matches_reference(interpreted[name], _reference(img, txt, scale, upstream), torch.float32)
+    _assert_matches_reference(interpreted[name], _reference(img, txt, scale, upstream), torch.float32, scale)
 
 
 @pytest.mark.parametrize("name", ["bf16-n100-d48-s100", "fp16-n100-d48-s100"])
 def test_triton_half_precision_inputs_accumulate_in_fp32(interpreted, name):
     img, txt, scale, upstream = _triton_inputs(name)
-    _assert_matches_reference(interpreted[name], _reference(img, txt, scale, upstream), img.dtype)
+    _assert_matches_reference(interpreted[name], _reference(img, txt, scale, upstream), img.dtype, scale)
 
 
 def test_triton_stable_at_logit_scale_100(interpreted):
     """All pairs identical: every logit is 100, each row a uniform guess among N: the loss is log N."""
     loss, d_img, d_txt, _ = interpreted["identical-n20-s100"]
-    torch.testing.assert_close(loss, torch.log(torch.tensor(20.0)))
+    torch.testing.assert_close(loss, torch.log(torch.tensor(20.0)), rtol=0, atol=8 * FP32_EPS * 100)
     assert torch.isfinite(d_img).all() and torch.isfinite(d_txt).all()
 
 
@@ -145,7 +149,7 @@ def test_triton_on_gpu_equals_clip_loss(n, d, dtype):
         pytest.skip("TRITON_INTERPRET=1: the kernels are not compiled")
     img, txt = _pairs(n, d, seed=n, dtype=dtype)
     ours = _value_and_grads(_triton_cuda, img.cuda(), txt.cuda(), 100.0)
-    _assert_matches_reference(tuple(t.cpu() for t in ours), _reference(img, txt, 100.0), dtype)
+    _assert_matches_reference(tuple(t.cpu() for t in ours), _reference(img, txt, 100.0), dtype, 100.0)
 
 
 def _triton_cuda(img, txt, s):
@@ -212,13 +216,13 @@ def _chunked(chunk_size):
 def test_chunked_value_and_gradients_equal_clip_loss(n, d, chunk, scale):
     img, txt = _pairs(n, d, seed=n + d)
     ours = _value_and_grads(_chunked(chunk), img, txt, scale, upstream=0.5)
-    _assert_matches_reference(ours, _reference(img, txt, scale, upstream=0.5), torch.float32)
+    _assert_matches_reference(ours, _reference(img, txt, scale, upstream=0.5), torch.float32, scale)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_chunked_half_precision_inputs(dtype):
     img, txt = _pairs(50, 16, seed=3, dtype=dtype)
-    _assert_matches_reference(_value_and_grads(_chunked(8), img, txt, 50.0), _reference(img, txt, 50.0), dtype)
+    _assert_matches_reference(_value_and_grads(_chunked(8), img, txt, 50.0), _reference(img, txt, 50.0), dtype, 50.0)
 
 
 def test_chunked_backward_passes_gradcheck_in_fp64():
@@ -231,9 +235,10 @@ def test_chunked_backward_passes_gradcheck_in_fp64():
 def test_auto_on_cpu_is_the_chunked_path_and_equals_open_clip(monkeypatch):
     open_clip_loss = pytest.importorskip("open_clip.loss")
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # "auto" must not need the interpreter
-    img, txt = _pairs(33, 12, seed=9)
-    ours = fused_clip_loss(img, txt, torch.tensor(1 / 0.07))
-    torch.testing.assert_close(ours, open_clip_loss.ClipLoss()(img, txt, torch.tensor(1 / 0.07)))
+    img, txt = _pairs(33, 12, seed=9, dtype=torch.float64)  # the same formula: in fp64 they agree to ~1e-15
+    ours = fused_clip_loss(img, txt, torch.tensor(1 / 0.07, dtype=torch.float64))
+    theirs = open_clip_loss.ClipLoss()(img, txt, torch.tensor(1 / 0.07, dtype=torch.float64))
+    torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
 
 
 def test_chunked_stable_at_logit_scale_100():
@@ -241,7 +246,7 @@ def test_chunked_stable_at_logit_scale_100():
     log N; a plain exp(100) would overflow fp16 and lose fp32's precision."""
     x = F.normalize(torch.ones(20, 8), dim=1)
     loss = fused_clip_loss(x.clone().requires_grad_(), x.clone(), 100.0, backend="torch")
-    torch.testing.assert_close(loss, torch.log(torch.tensor(20.0)))
+    torch.testing.assert_close(loss, torch.log(torch.tensor(20.0)), rtol=0, atol=8 * FP32_EPS * 100)
     img, txt = _pairs(64, 8, seed=11)
     _, d_img, d_txt, _ = _value_and_grads(lambda i, t, s: fused_clip_loss(i, t, s, backend="torch"), img, txt, 100.0)
     assert torch.isfinite(d_img).all() and torch.isfinite(d_txt).all()
@@ -251,7 +256,8 @@ def test_float_logit_scale_needs_no_grad():
     img, txt = _pairs(10, 6, seed=1)
     img.requires_grad_()
     fused_clip_loss(img, txt, 10.0).backward()
-    torch.testing.assert_close(img.grad, _reference(img, txt, 10.0)[1].float(), rtol=1e-4, atol=1e-6)
+    ref = _reference(img, txt, 10.0)[1]
+    torch.testing.assert_close(img.grad.double(), ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
 
 
 PEAK_SCRIPT = textwrap.dedent(
@@ -308,7 +314,7 @@ def test_chunked_peak_memory_is_a_small_fraction_of_the_naive_loss():
 @pytest.mark.parametrize(
     "img, txt, error, match",
     [
-        (torch.zeros(3, 4), torch.zeros(4, 4), ValueError, "pairs"),
+        (torch.zeros(3, 4), torch.zeros(4, 4), ValueError, "paired"),
         (torch.zeros(3, 4), torch.zeros(3, 5), ValueError, "embedding space"),
         (torch.zeros(4), torch.zeros(4), ValueError, r"\(N, D\) matrix"),
         (torch.zeros(2, 3, 4), torch.zeros(2, 3, 4), ValueError, r"\(N, D\) matrix"),

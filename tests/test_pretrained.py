@@ -8,7 +8,8 @@ import shutil
 import pytest
 import torch
 
-from mmcourse import pretrained
+from mmcourse import diffusion as D
+from mmcourse import fidelity, pretrained, recipes
 from mmcourse.course import load_course
 
 
@@ -21,7 +22,7 @@ def test_every_checkpoint_a_notebook_uses_is_bundled_or_planned():
                 assert pretrained.card(name)["sha256"]
 
 
-@pytest.mark.parametrize("name", sorted(pretrained.RECIPES))
+@pytest.mark.parametrize("name", pretrained.available())
 def test_card_matches_file_and_file_is_small(name):
     info = pretrained.card(name)
     path = pretrained.checkpoint_dir() / f"{name}.safetensors"
@@ -31,7 +32,7 @@ def test_card_matches_file_and_file_is_small(name):
 
 
 def test_attributes_checkpoint_loads_and_still_recognises_held_out_pairs():
-    from mmcourse.attributes import evaluate_attributes
+    from mmcourse.recipes.attributes_shapes import evaluate_attributes
 
     model = pretrained.load("attributes_shapes")
     assert not model.training
@@ -50,7 +51,7 @@ def assets_copy(tmp_path, monkeypatch):
     return dst
 
 
-@pytest.mark.parametrize("name", sorted(pretrained.RECIPES))
+@pytest.mark.parametrize("name", pretrained.available())
 def test_corrupt_file_is_refused_with_a_rebuild_hint(assets_copy, name):
     path = assets_copy / f"{name}.safetensors"
     data = bytearray(path.read_bytes())
@@ -60,7 +61,7 @@ def test_corrupt_file_is_refused_with_a_rebuild_hint(assets_copy, name):
         pretrained.load(name)
 
 
-@pytest.mark.parametrize("name", sorted(pretrained.RECIPES))
+@pytest.mark.parametrize("name", pretrained.available())
 def test_missing_file_and_broken_card_are_explained(assets_copy, name):
     (assets_copy / f"{name}.json").write_text("{not json")
     with pytest.raises(pretrained.CheckpointError, match="not valid JSON"):
@@ -70,7 +71,7 @@ def test_missing_file_and_broken_card_are_explained(assets_copy, name):
         pretrained.load(name)
 
 
-@pytest.mark.parametrize("name", sorted(pretrained.RECIPES))
+@pytest.mark.parametrize("name", pretrained.available())
 def test_weights_that_do_not_fit_the_model_are_explained(assets_copy, name):
     from safetensors.torch import save_file
 
@@ -88,18 +89,31 @@ def test_unknown_name_lists_the_available_ones():
         pretrained.load("no_such_model")
 
 
+def test_every_bundled_checkpoint_has_a_recipe_and_a_model_class():
+    import mmcourse.models
+
+    assert pretrained.available() == recipes.names()
+    for name in pretrained.available():
+        info = pretrained.card(name)
+        assert isinstance(getattr(mmcourse.models, info["model"]), type), info["model"]
+        assert info["inputs"].keys() <= set(__import__("inspect").signature(getattr(mmcourse.models, info["model"])).parameters)
+        assert set(info["inputs"].values()) == set(info["requires"]), "a checkpoint's inputs are exactly its requirements"
+        assert getattr(recipes.get(name), "INPUTS", {}) == info["inputs"], "the card and the recipe agree on the inputs"
+        assert {"torch", "machine", "seconds", "seed"} <= set(info["train"]), "a card records how it was built"
+
+
 def test_the_training_recipe_is_deterministic():
     """Same seed, same weights: a short run of the attributes recipe, twice."""
-    from mmcourse.attributes import train_attribute_predictor
+    from mmcourse.recipes import attributes_shapes
 
-    a, _ = train_attribute_predictor(seed=3, steps=8, batch_size=16, progress=False)
-    b, _ = train_attribute_predictor(seed=3, steps=8, batch_size=16, progress=False)
+    a, _ = attributes_shapes.train(seed=3, steps=8, batch_size=16, progress=False)
+    b, _ = attributes_shapes.train(seed=3, steps=8, batch_size=16, progress=False)
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(x, y), name
 
 
 def test_the_clip_recipe_is_deterministic():
-    from mmcourse.pretraining import train_clip
+    from mmcourse.recipes.clip_shapes import train as train_clip
 
     a, ma = train_clip(seed=5, steps=3, batch_size=16, progress=False, evaluate=False)
     b, mb = train_clip(seed=5, steps=3, batch_size=16, progress=False, evaluate=False)
@@ -110,10 +124,10 @@ def test_the_clip_recipe_is_deterministic():
 
 def test_clip_checkpoint_meets_its_zero_shot_targets_on_an_unseen_seed():
     """Issue 3's bar, on a seed neither training nor the card used: 64-way zero-shot with "a {colour} {shape}"."""
-    from mmcourse.pretraining import evaluate_clip
+    from mmcourse.recipes.clip_shapes import evaluate_zero_shot
 
     model = pretrained.load("clip_shapes")
-    m = evaluate_clip(model, seed=9_090_909, n=1000)
+    m = evaluate_zero_shot(model, seed=9_090_909, n=1000)
     assert m["seen_photo"]["accuracy"] >= 0.98, m
     assert m["heldout_photo"]["accuracy"] >= 0.95, m
     assert m["seen_sketch"]["accuracy"] >= 0.90, m
@@ -135,10 +149,11 @@ def test_a_sha256_mismatch_names_the_file_and_loads_nothing(assets_copy, monkeyp
     card = json.loads((assets_copy / "clip_shapes.json").read_text())
     card["sha256"] = "0" * 64
     (assets_copy / "clip_shapes.json").write_text(json.dumps(card))
+    import mmcourse.models
+
     built = []
-    original = pretrained.RECIPES["clip_shapes"]
-    monkeypatch.setitem(pretrained.RECIPES, "clip_shapes", pretrained.Recipe(
-        lambda cfg: built.append(cfg) or original.build(cfg), original.train, original.description))
+    monkeypatch.setattr(mmcourse.models, "CLIP", type("CLIP", (mmcourse.models.CLIP,), {
+        "__init__": lambda self, **cfg: built.append(cfg) or mmcourse.models.clip.CLIP.__init__(self, **cfg)}))
     with pytest.raises(pretrained.CheckpointError, match=r"clip_shapes\.safetensors does not match its card"):
         pretrained.load("clip_shapes")
     assert built == [], "no model may be built from a checkpoint that failed its checksum"
@@ -148,11 +163,10 @@ def test_diffusion_checkpoint_meets_the_guidance_bar_on_an_unseen_seed():
     """Issue 8's bar on a seed neither training nor the card used, judged by attributes_shapes (trained on
     real images only): at w = 3 colour-and-shape accuracy >= 0.7 and >= 0.10 above w = 0, and diversity
     lower than at w = 0, which itself stays near the real images' spread."""
-    from mmcourse import diffusion as D
-
     model = pretrained.load("diffusion_shapes")
-    out = D.evaluate_guidance(model, (0.0, 3.0), per_caption=8, steps=50, seed=4_242_424)
-    real = D.real_reference(per_caption=8, seed=4_242_424, style="flat", size=model.image_size)
+    classifier = pretrained.load("attributes_shapes")
+    out = fidelity.evaluate_guidance(model, classifier, (0.0, 3.0), per_caption=8, steps=50, seed=4_242_424)
+    real = fidelity.real_reference(classifier, per_caption=8, seed=4_242_424, style="flat", size=model.image_size)
     assert out[3.0]["both"] >= 0.7, out
     assert out[3.0]["both"] - out[0.0]["both"] >= 0.10 or min(out[0.0]["both"], out[3.0]["both"]) >= 0.9, out
     assert out[3.0]["diversity"] < out[0.0]["diversity"], out
@@ -168,7 +182,8 @@ def test_diffusion_checkpoint_follows_the_design_contract():
     assert images.shape == (2, 3, size, size) and 0 <= images.min() and images.max() <= 1
     assert torch.equal(images, D.sample(model, ["a red circle", "a blue star"], guidance_scale=1.5, steps=5, seed=0))
     info = pretrained.card("diffusion_shapes")
-    assert info["config"]["encoder_sha256"] == pretrained.card("clip_shapes")["sha256"]
+    assert info["requires"] == {"clip_shapes": pretrained.card("clip_shapes")["sha256"]}
+    assert info["inputs"] == {"text_model": "clip_shapes"}
     assert not any(k.startswith("encoder") for k in model.state_dict()), "clip_shapes is loaded by name, not stored twice"
 
 
@@ -177,5 +192,124 @@ def test_diffusion_checkpoint_refuses_a_changed_text_encoder(assets_copy):
     card = json.loads((assets_copy / "clip_shapes.json").read_text())
     card["sha256"] = "f" * 64  # as if clip_shapes had been retrained since
     (assets_copy / "clip_shapes.json").write_text(json.dumps(card))
-    with pytest.raises(pretrained.CheckpointError, match=r"clip_shapes.*sha256 ffffffffffff.*mmcourse train diffusion_shapes"):
+    with pytest.raises(pretrained.CheckpointError,
+                       match=r"clip_shapes.*sha256 ffffffffffff.*in order: `mmcourse train diffusion_shapes`.*--with-dependents clip_shapes"):
         pretrained.load("diffusion_shapes")
+
+
+# ------------------------------------------------------------------------ adding a checkpoint
+
+TOY_RECIPES = {
+    # a probe on the frozen clip_shapes text tower: requires a bundled checkpoint
+    "toy_probe": '''
+import torch
+from mmcourse import pretrained
+from mmcourse.models import ToyProbe
+
+DESCRIPTION = "a toy probe on clip_shapes (test only)"
+INPUTS = {"text_model": "clip_shapes"}
+
+
+def train(*, seed=0, progress=True):
+    torch.manual_seed(seed)
+    return ToyProbe(pretrained.load("clip_shapes"), dim=3), {"steps": 0}
+''',
+    # a head on the toy probe: a requirement of a requirement
+    "toy_head": '''
+import torch
+from mmcourse import pretrained
+from mmcourse.models import ToyHead
+
+DESCRIPTION = "a toy head on toy_probe (test only)"
+INPUTS = {"probe": "toy_probe"}
+
+
+def train(*, seed=0, progress=True):
+    torch.manual_seed(seed)
+    return ToyHead(pretrained.load("toy_probe")), {"steps": 0}
+''',
+}
+
+
+class ToyProbe(torch.nn.Module):
+    def __init__(self, text_model, dim: int = 3):
+        super().__init__()
+        self.__dict__["text_model"] = text_model  # frozen, stored in its own checkpoint
+        self.head = torch.nn.Linear(text_model.embed_dim, dim)
+        self.config = {"dim": dim}
+
+    def forward(self, captions):
+        with torch.no_grad():
+            z = self.text_model.encode_text(captions)
+        return self.head(z)
+
+
+class ToyHead(torch.nn.Module):
+    def __init__(self, probe, scale: float = 2.0):
+        super().__init__()
+        self.__dict__["probe"] = probe
+        self.bias = torch.nn.Parameter(torch.randn(3))
+        self.config = {"scale": scale}
+
+    def forward(self, captions):
+        return self.config["scale"] * self.probe(captions) + self.bias
+
+
+@pytest.fixture
+def toy_house(assets_copy, tmp_path, monkeypatch):
+    """Adding checkpoints the way a notebook issue does: a recipe file each, a model class each
+    (here patched into mmcourse.models), and the cards `mmcourse train` writes."""
+    import mmcourse.models
+
+    folder = tmp_path / "more_recipes"
+    folder.mkdir()
+    for name, source in TOY_RECIPES.items():
+        (folder / f"{name}.py").write_text(source)
+    monkeypatch.setattr(recipes, "__path__", [*recipes.__path__, str(folder)])
+    monkeypatch.setattr(mmcourse.models, "ToyProbe", ToyProbe, raising=False)
+    monkeypatch.setattr(mmcourse.models, "ToyHead", ToyHead, raising=False)
+    yield assets_copy
+    import sys
+
+    for name in TOY_RECIPES:
+        sys.modules.pop(f"mmcourse.recipes.{name}", None)
+
+
+def test_a_new_checkpoint_needs_a_recipe_file_a_model_class_and_its_card(toy_house):
+    from mmcourse.cli import main
+
+    assert {"toy_probe", "toy_head"} <= set(recipes.names())
+    assert main(["train", "toy_probe", "--quiet"]) == 0 and main(["train", "toy_head", "--quiet"]) == 0
+    probe_card = pretrained.card("toy_probe")
+    assert probe_card["model"] == "ToyProbe" and probe_card["config"] == {"dim": 3}
+    assert probe_card["requires"] == {"clip_shapes": pretrained.card("clip_shapes")["sha256"]}
+    head = pretrained.load("toy_head")
+    assert isinstance(head, ToyHead) and isinstance(head.probe, ToyProbe)
+    assert type(head.probe.text_model).__name__ == "CLIP" and not head.probe.text_model.training
+    assert head(["a red square"]).shape == (1, 3)
+    assert pretrained.dependents("clip_shapes") == ["diffusion_shapes", "toy_probe", "toy_head"]
+    assert pretrained.dependents("toy_probe") == ["toy_head"] and pretrained.dependents("toy_head") == []
+
+
+def test_a_retrained_requirement_names_every_checkpoint_to_rebuild_in_order(toy_house, capsys):
+    from mmcourse.cli import main
+
+    assert main(["train", "toy_probe", "--quiet"]) == 0 and main(["train", "toy_head", "--quiet"]) == 0
+    before = pretrained.card("toy_head")["sha256"]
+    assert main(["train", "toy_probe", "--quiet", "--seed", "1"]) == 0  # other weights: toy_head is now stale
+    with pytest.raises(pretrained.CheckpointError, match=r"toy_head was trained on toy_probe.*in order: `mmcourse train toy_head`"):
+        pretrained.load("toy_head")
+    card = json.loads((toy_house / "clip_shapes.json").read_text())
+    card["sha256"] = "e" * 64  # as if clip_shapes had been retrained too
+    (toy_house / "clip_shapes.json").write_text(json.dumps(card))
+    with pytest.raises(pretrained.CheckpointError, match=(
+            r"in order: `mmcourse train diffusion_shapes`; `mmcourse train toy_probe`; `mmcourse train toy_head`")):
+        pretrained.load("toy_probe")
+    (toy_house / "clip_shapes.json").write_text(json.dumps({**card, "sha256": pretrained.sha256_of(
+        toy_house / "clip_shapes.safetensors")}))
+    capsys.readouterr()
+    assert main(["train", "--with-dependents", "toy_probe", "--quiet"]) == 0
+    assert "rebuilding, in order: toy_probe, toy_head" in capsys.readouterr().out
+    assert pretrained.card("toy_head")["requires"] == {"toy_probe": pretrained.card("toy_probe")["sha256"]}
+    assert isinstance(pretrained.load("toy_head"), ToyHead)
+    assert pretrained.card("toy_head")["sha256"] == before, "seed 0 again: the same weights, the same file"

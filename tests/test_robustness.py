@@ -9,6 +9,7 @@ import torch
 
 from mmcourse import filtering, pretrained, robustness
 from mmcourse.data.shapes import make_shapes
+from mmcourse.models import PhotoClassifier
 
 sig = torch.sigmoid
 
@@ -85,14 +86,16 @@ def test_supervised_classifier_has_no_output_for_held_out_pairs():
 
 
 def test_the_supervised_recipe_is_deterministic():
-    a, ma = robustness.train_photo_classifier(seed=2, progress=False, snapshot_steps=(2, 3), batch_size=8, evaluate=False)
-    b, mb = robustness.train_photo_classifier(seed=2, progress=False, snapshot_steps=(2, 3), batch_size=8, evaluate=False)
+    from mmcourse.recipes import supervised_shapes
+
+    a, ma = supervised_shapes.train(seed=2, progress=False, snapshot_steps=(2, 3), batch_size=8, evaluate=False)
+    b, mb = supervised_shapes.train(seed=2, progress=False, snapshot_steps=(2, 3), batch_size=8, evaluate=False)
     assert ma == mb
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(x, y), name
     assert not torch.equal(a.snapshots[0].proj.weight, a.snapshots[1].proj.weight), "snapshots are taken at different steps"
     with pytest.raises(ValueError, match="increasing"):
-        robustness.PhotoClassifier(snapshot_steps=(5, 2))
+        PhotoClassifier(snapshot_steps=(5, 2))
 
 
 # --------------------------------------------------------------------------------------- CLIP filtering

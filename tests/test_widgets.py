@@ -8,6 +8,7 @@ matplotlib.use("Agg")
 
 import torch  # noqa: E402
 
+from mmcourse.models import DiffusionModel  # noqa: E402
 from mmcourse.widgets.retrieval import RetrievalExplorer, pca_2d  # noqa: E402
 
 
@@ -157,7 +158,7 @@ def test_guidance_explorer_samples_every_weight_from_the_same_noise():
     from mmcourse.widgets.guidance import GuidanceExplorer
 
     torch.manual_seed(0)
-    model = D.DiffusionModel(image_size=8, channels=(8, 16), emb_dim=16).eval()
+    model = DiffusionModel(image_size=8, channels=(8, 16), emb_dim=16).eval()
     ex = GuidanceExplorer.from_model(model, ["a red circle", "a blue star"], [0.0, 2.0], per_caption=2, steps=3, seed=4,
                                      metric_fn=lambda x, caps: {"fidelity": 0.5, "diversity": x.std(dim=1).mean().item()})
     assert ex.samples[0.0].shape == (2, 2, 3, 8, 8)
@@ -182,6 +183,9 @@ class _ToyClip(torch.nn.Module):
 
     def tokenize(self, texts):
         return self.tokenizer(texts)
+
+    def scale(self):
+        return self.logit_scale.exp()
 
     def encode_text(self, texts):
         out = torch.full((len(texts), 3), 0.01)

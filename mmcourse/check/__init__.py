@@ -1,4 +1,4 @@
-"""Exercise checks: ``check.exercise("01.cosine", my_function)`` raises an AnswerError that says what to fix.
+"""Exercise checks: ``check.exercise("01.cosine", my_function)`` says what to fix; ``check.hint("01.cosine")`` helps.
 
 Each notebook's exercises are registered by its own module here; the registry is what graders use too.
 """
@@ -11,6 +11,8 @@ from mmcourse.check.core import (
     Case,
     Exercise,
     exercise,
+    hint,
+    mode,
     expect_close,
     expect_equal,
     expect_number,
@@ -20,5 +22,5 @@ from mmcourse.check.core import (
 
 __all__ = [
     "EXERCISES", "AnswerError", "Case", "Exercise", "exercise", "expect_close", "expect_equal", "expect_number",
-    "expect_tensor", "register",
+    "expect_tensor", "hint", "mode", "register",
 ]

@@ -1,13 +1,24 @@
 """The machinery behind the exercise checks: hidden cases, a reference answer, helpful messages.
 
 An :class:`Exercise` knows how to draw its test cases, the reference solution and how to compare
-an answer with it. ``exercise(id, answer)`` runs the student's function on every case and raises
-:class:`AnswerError` (an ``AssertionError``, so nbval marks the cell as failed) with a message that
-says which case failed, what was expected and what came instead.
+an answer with it. ``exercise(id, answer)`` runs the student's function on every case; a wrong
+answer gets a message that says which case failed, what was expected and what came instead, never
+the code. What happens then depends on who runs the notebook (``MMCOURSE_CHECKS``):
+
+* ``show`` (the default, a student's notebook): the message appears in a red box in place and the
+  notebook goes on, so "Run All" shows the whole lesson with each unsolved exercise marked;
+* ``raise`` (the test suite, nbval, ``mmcourse run``): :class:`AnswerError` is raised (an
+  ``AssertionError``, so nbval marks the cell as failed), its traceback shown as the message alone.
+
+Hints come in two steps: ``hint(id)`` on request, or appended by itself once the same exercise has
+failed ``HINT_AFTER`` times in this kernel.
 """
 
 from __future__ import annotations
 
+import html
+import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -16,8 +27,25 @@ import torch
 Tensor = torch.Tensor
 
 
+MODES = ("show", "raise")
+HINT_AFTER = 3  # failures of one exercise in one kernel before its hint is shown unasked
+_failures: dict[str, int] = {}
+
+
 class AnswerError(AssertionError):
     """A wrong (or missing) answer to an exercise; the message says what to fix."""
+
+    def _render_traceback_(self) -> list[str]:
+        """IPython shows this instead of a traceback: the message alone, no package internals."""
+        return [f"{type(self).__name__}: {self}"]
+
+
+def mode() -> str:
+    """What a failing check does: ``MMCOURSE_CHECKS`` = ``show`` (default) or ``raise``."""
+    value = os.environ.get("MMCOURSE_CHECKS", "show").strip().lower() or "show"
+    if value not in MODES:
+        raise ValueError(f"MMCOURSE_CHECKS must be one of {', '.join(MODES)}, not {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -62,13 +90,43 @@ def _clone(value: Any) -> Any:
 def exercise(exercise_id: str, answer: Callable[..., Any], *, seed: int = 0, quiet: bool = False) -> None:
     """Check ``answer`` (the student's function) against exercise ``exercise_id``.
 
-    Raises :class:`AnswerError` on the first failing case; otherwise prints how many cases passed.
+    On the first failing case: raise :class:`AnswerError` (mode ``raise``) or show the message in
+    place (mode ``show``); when every case passes, print how many did.
     """
+    ex = _find(exercise_id)
+    label = f"Exercise {ex.id} ({ex.title})"
+    try:
+        count = _run_cases(ex, label, answer, seed)
+    except _NotAttempted as missing:
+        _fail(ex, str(missing), attempted=False)
+        return None
+    except AnswerError as err:
+        _fail(ex, str(err), attempted=True)
+        return None
+    if not quiet:
+        print(f"\u2713 {label}: all {count} cases pass")
+    return None
+
+
+def hint(exercise_id: str) -> None:
+    """Print the hint of exercise ``exercise_id`` (the recipe-like help a failing check holds back)."""
+    ex = _find(exercise_id)
+    print(f"Hint for {ex.id} ({ex.title}): {ex.hint}" if ex.hint else f"{ex.id} has no hint: read its failure message.")
+
+
+class _NotAttempted(AnswerError):
+    """The stub still raises NotImplementedError."""
+
+
+def _find(exercise_id: str) -> Exercise:
     if exercise_id not in EXERCISES:
         known = ", ".join(sorted(EXERCISES))
         raise KeyError(f"no exercise {exercise_id!r}; known exercises: {known}")
-    ex = EXERCISES[exercise_id]
-    label = f"Exercise {ex.id} ({ex.title})"
+    return EXERCISES[exercise_id]
+
+
+def _run_cases(ex: Exercise, label: str, answer: Callable[..., Any], seed: int) -> int:
+    """Run every case; raise AnswerError (without the hint) at the first wrong one."""
     if not callable(answer):
         raise AnswerError(f"{label}: pass your function itself, not {type(answer).__name__} (no parentheses after its name)")
     cases = ex.cases(torch.Generator().manual_seed(seed))
@@ -77,7 +135,7 @@ def exercise(exercise_id: str, answer: Callable[..., Any], *, seed: int = 0, qui
         try:
             given = answer(*_clone(case.args), **_clone(case.kwargs))
         except NotImplementedError:
-            raise AnswerError(
+            raise _NotAttempted(
                 f"{label}: not implemented yet. Replace `raise NotImplementedError` in the exercise cell with your code."
             ) from None
         except Exception as err:  # a crash is a wrong answer, with the crash as the message
@@ -85,10 +143,39 @@ def exercise(exercise_id: str, answer: Callable[..., Any], *, seed: int = 0, qui
         try:
             ex.compare(given, expected)
         except AnswerError as err:
-            hint = f"\nHint: {ex.hint}" if ex.hint else ""
-            raise AnswerError(f"{label}, case '{case.name}': {err}{hint}") from None
-    if not quiet:
-        print(f"\u2713 {label}: all {len(cases)} cases pass")
+            raise AnswerError(f"{label}, case '{case.name}': {err}") from None
+    return len(cases)
+
+
+def _fail(ex: Exercise, message: str, *, attempted: bool) -> None:
+    """Count the failure, add the hint once it is due, then raise or show."""
+    if attempted:
+        _failures[ex.id] = _failures.get(ex.id, 0) + 1
+        if ex.hint and _failures[ex.id] >= HINT_AFTER:
+            message += f"\nHint (after {_failures[ex.id]} tries): {ex.hint}"
+        elif ex.hint:
+            message += f"\nStuck? check.hint({ex.id!r}) gives a hint."
+    if mode() == "raise":
+        raise (AnswerError if attempted else _NotAttempted)(message) from None
+    _show(message, attempted=attempted)
+
+
+def _show(message: str, *, attempted: bool) -> None:
+    """A red box (wrong answer) or an amber one (not attempted yet) in the notebook; plain text elsewhere."""
+    mark = "\u2717" if attempted else "\u25cb"
+    text = f"{mark} {message}\n(The notebook goes on; fix the exercise cell above and run this check again.)"
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is None or not getattr(shell, "kernel", None):
+        print(text, file=sys.stderr)
+        return
+    from IPython.display import display  # an IPython kernel is running: IPython is already imported
+
+    colour, border = ("#fdecea", "#d93025") if attempted else ("#fff8e1", "#f9a825")
+    box = (f'<div class="mmcourse-check mmcourse-check-{"failed" if attempted else "todo"}" style="background:{colour};'
+           f'border-left:6px solid {border};padding:8px 12px;margin:4px 0;white-space:pre-wrap;font-family:monospace">'
+           f"{html.escape(text)}</div>")
+    display({"text/html": box, "text/plain": text}, raw=True)
 
 
 # --------------------------------------------------------------------------------------- comparisons

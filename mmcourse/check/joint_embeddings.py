@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mmcourse.attributes import predict_by_signature
+from mmcourse.attributes import class_signatures, predict_by_signature
 from mmcourse.check.core import Case, Exercise, expect_close, expect_equal, expect_number, register
 from mmcourse.retrieval import cosine_similarity, recall_at_k
 
@@ -60,8 +60,6 @@ register(
 
 
 def _attribute_cases(g: torch.Generator) -> list[Case]:
-    from mmcourse.attributes import class_signatures
-
     classes = [("red", "square"), ("red", "triangle"), ("blue", "square"), ("green", "circle")]
     sig = class_signatures(classes)
     perfect = sig[[1, 0, 3, 2]]

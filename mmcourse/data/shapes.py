@@ -33,6 +33,9 @@ COLORS: tuple[str, ...] = ("red", "orange", "yellow", "green", "cyan", "blue", "
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "star", "cross", "heart", "crescent")
 SIZES: tuple[str, ...] = ("small", "medium", "large")
 STYLES: tuple[str, ...] = ("photo", "sketch", "flat", "cartoon")
+# the style mix the course's checkpoints train on (web data mixes photos, drawings and clip art);
+# photos are the hardest, so they come twice as often
+TRAIN_STYLES: tuple[str, ...] = ("photo", "photo", "flat", "cartoon", "sketch")
 BACKGROUNDS: tuple[str, ...] = ("dark", "grey", "light", "white")
 SPLITS: tuple[str, ...] = ("train", "heldout", "all")
 COUNT_WORDS: tuple[str, ...] = ("one", "two", "three")

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import os
 
 import torch
+
+from mmcourse.losses import check_feature_pairs
 
 Tensor = torch.Tensor
 
@@ -29,36 +30,6 @@ TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 def triton_available() -> bool:
     """Whether the ``triton`` package can be imported (it ships with PyTorch's Linux wheels)."""
     return importlib.util.find_spec("triton") is not None
-
-
-def _check_features(image_features: Tensor, text_features: Tensor) -> None:
-    for name, x in (("image_features", image_features), ("text_features", text_features)):
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if not x.is_floating_point():
-            raise TypeError(f"{name} must be floating point (fp32, fp16 or bf16), got {x.dtype}")
-        if x.ndim != 2:
-            raise ValueError(f"{name} must be an (N, D) matrix of L2-normalised features, got shape {tuple(x.shape)}")
-    if image_features.shape[0] != text_features.shape[0]:
-        raise ValueError(
-            f"image and text features must come in pairs: got N = {image_features.shape[0]} images and "
-            f"N = {text_features.shape[0]} texts"
-        )
-    if image_features.shape[1] != text_features.shape[1]:
-        raise ValueError(
-            f"image and text features must live in one embedding space: got D = {image_features.shape[1]} and "
-            f"D = {text_features.shape[1]}"
-        )
-    if image_features.shape[0] == 0:
-        raise ValueError("the CLIP loss needs at least one (image, text) pair, got N = 0")
-    if image_features.dtype != text_features.dtype:
-        raise TypeError(
-            f"image and text features must have one dtype, got {image_features.dtype} and {text_features.dtype}"
-        )
-    if image_features.device != text_features.device:
-        raise ValueError(
-            f"image and text features must be on one device, got {image_features.device} and {text_features.device}"
-        )
 
 
 def _scale_tensor(logit_scale: Tensor | float, device: torch.device) -> Tensor:
@@ -112,7 +83,7 @@ def fused_clip_loss(
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(map(repr, BACKENDS))}")
-    _check_features(image_features, text_features)
+    check_feature_pairs(image_features, text_features)
     scale = _scale_tensor(logit_scale, image_features.device)
     if backend == "auto":
         on_gpu = image_features.device.type == "cuda" and image_features.dtype in TRITON_DTYPES

@@ -1,9 +1,16 @@
-"""Course-sized models."""
+"""Every network a bundled checkpoint stores, one concept a file, each built from its config and
+loading nothing (``mmcourse.pretrained.load`` finds a checkpoint's class here by the name on its card)."""
 
+from mmcourse.models.attributes import AttributePredictor
 from mmcourse.models.bow import bag_of_words
 from mmcourse.models.clip import CLIP
 from mmcourse.models.cnn import ConvEncoder
+from mmcourse.models.photo_classifier import PhotoClassifier
 from mmcourse.models.text import BagOfWordsEncoder, TextTransformer
+from mmcourse.models.text_to_image import DiffusionModel
 from mmcourse.models.vit import TinyViT
 
-__all__ = ["CLIP", "BagOfWordsEncoder", "ConvEncoder", "TextTransformer", "TinyViT", "bag_of_words"]
+__all__ = [
+    "CLIP", "AttributePredictor", "BagOfWordsEncoder", "ConvEncoder", "DiffusionModel", "PhotoClassifier",
+    "TextTransformer", "TinyViT", "bag_of_words",
+]

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmcourse.data.tokenizer import default_tokenizer
 from mmcourse.models.bow import bag_of_words
 
 Tensor = torch.Tensor
@@ -57,8 +58,6 @@ class BagOfWordsCaptionEncoder(CaptionEncoder):
 
     def __init__(self) -> None:
         super().__init__()
-        from mmcourse.data.tokenizer import default_tokenizer
-
         self.dim = default_tokenizer().vocab_size
 
     def encode(self, captions: list[str]) -> Tensor:
@@ -66,14 +65,16 @@ class BagOfWordsCaptionEncoder(CaptionEncoder):
 
 
 class FrozenTextEncoder(CaptionEncoder):
-    """Wraps a model with ``encode_text`` (e.g. ``mmcourse.pretrained.load("clip_shapes")``), frozen.
+    """Wraps a model with ``encode_text`` (e.g. the bundled ``clip_shapes``), frozen.
 
     With ``normalize=True`` (the default) each embedding is L2-normalised: CLIP compares texts by
     cosine, so the direction carries the meaning and the length only adds a scale the denoiser
     would have to undo. The unit vector is then multiplied by sqrt(dim), so that its entries have a
     mean square of 1, the size of the network's other inputs (a unit vector's entries are about
-    1/sqrt(dim) each, which makes the condition a whisper next to the time embedding early in training). A diffusion model only understands the exact embeddings it was trained on;
-    ``DiffusionModel`` records the bundled encoder's sha256 (``encoder_fingerprint``) to keep the two tied.
+    1/sqrt(dim) each, which makes the condition a whisper next to the time embedding early in
+    training). A diffusion model only understands the exact embeddings it was trained on: the card
+    of a bundled one records the sha256 of the text model it was trained with (``requires``), and
+    ``mmcourse.pretrained.load`` refuses another.
     """
 
     def __init__(self, text_model: nn.Module, *, normalize: bool = True) -> None:
@@ -93,28 +94,3 @@ class FrozenTextEncoder(CaptionEncoder):
     def encode(self, captions: list[str]) -> Tensor:
         z = self.text_model.encode_text(captions)  # (N, D)
         return F.normalize(z, dim=-1) * self.dim**0.5 if self.normalize else z
-
-
-ENCODERS: tuple[str, ...] = ("bag_of_words", "clip_shapes")
-
-
-def encoder_fingerprint(name: str) -> str | None:
-    """The sha256 of the bundled checkpoint behind encoder ``name`` (None for the parameter-free bag of words)."""
-    if name == "clip_shapes":
-        from mmcourse import pretrained
-
-        return pretrained.card("clip_shapes")["sha256"]
-    if name == "bag_of_words":
-        return None
-    raise ValueError(f"unknown caption encoder {name!r}; choose one of {', '.join(map(repr, ENCODERS))}")
-
-
-def caption_encoder(name: str) -> CaptionEncoder:
-    """The caption encoder called ``name`` in a checkpoint's config: one of ``ENCODERS``."""
-    if name == "bag_of_words":
-        return BagOfWordsCaptionEncoder()
-    if name == "clip_shapes":
-        from mmcourse import pretrained
-
-        return FrozenTextEncoder(pretrained.load("clip_shapes"))
-    raise ValueError(f"unknown caption encoder {name!r}; choose one of {', '.join(map(repr, ENCODERS))}")

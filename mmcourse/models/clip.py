@@ -20,28 +20,35 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmcourse.models.cnn import ConvEncoder
+from mmcourse.models.text import BagOfWordsEncoder, TextTransformer
+from mmcourse.models.vit import TinyViT
+
 Tensor = torch.Tensor
 
 MAX_LOGIT_SCALE = 100.0
 
 
-_ENCODERS = {
-    "image": {"cnn": ("mmcourse.models.cnn", "ConvEncoder"), "vit": ("mmcourse.models.vit", "TinyViT")},
-    "text": {"transformer": ("mmcourse.models.text", "TextTransformer"), "bow": ("mmcourse.models.text", "BagOfWordsEncoder")},
+def capped_scale(logit_scale: Tensor) -> Tensor:
+    """The multiplier exp(t) of the log-space logit scale ``t``, capped at ``MAX_LOGIT_SCALE`` (100) as
+    in the paper; gradients flow to ``t`` below the cap. ``CLIP.scale()`` is this for the model's own t."""
+    return logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+
+
+_ENCODERS: dict[str, dict[str, type[nn.Module]]] = {
+    "image": {"cnn": ConvEncoder, "vit": TinyViT},
+    "text": {"transformer": TextTransformer, "bow": BagOfWordsEncoder},
 }
 
 
 def build_encoder(modality: str, config: dict) -> nn.Module:
     """An encoder from its config, ``{"kind": ..., **its arguments}``: for images ``"cnn"`` or ``"vit"``,
     for text ``"transformer"`` or ``"bow"``."""
-    import importlib
-
     kinds = _ENCODERS[modality]
     kind = config.get("kind")
     if kind not in kinds:
         raise ValueError(f"unknown {modality} encoder kind {kind!r}; use one of {', '.join(map(repr, kinds))}")
-    module, name = kinds[kind]
-    return getattr(importlib.import_module(module), name)(**{k: v for k, v in config.items() if k != "kind"})
+    return kinds[kind](**{k: v for k, v in config.items() if k != "kind"})
 
 
 class CLIP(nn.Module):
@@ -75,7 +82,7 @@ class CLIP(nn.Module):
 
     def scale(self) -> Tensor:
         """The multiplier exp(t), at most 100."""
-        return self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+        return capped_scale(self.logit_scale)
 
     def forward(self, images: Tensor, texts: Sequence[str] | Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(normalised image embeddings, normalised text embeddings, exp(t))."""

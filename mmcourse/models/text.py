@@ -8,7 +8,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from mmcourse.data.tokenizer import SPECIAL_TOKENS, Tokenizer, default_tokenizer
+from mmcourse.data.tokenizer import Tokenizer, default_tokenizer
+from mmcourse.models.bow import is_word
 
 Tensor = torch.Tensor
 
@@ -83,7 +84,11 @@ class TextTransformer(nn.Module):
 
 
 class BagOfWordsEncoder(nn.Module):
-    """The simplest text encoder CLIP compared: the mean of word embeddings (order is lost)."""
+    """The simplest text encoder CLIP compared: the mean of word embeddings (order is lost).
+
+    The bag holds the caption's vocabulary words only, as every bag of words in the course does
+    (special tokens and ``<unk>`` are dropped; :mod:`mmcourse.models.bow` says why).
+    """
 
     def __init__(self, vocab_size: int | None = None, width: int = 64) -> None:
         super().__init__()
@@ -97,5 +102,5 @@ class BagOfWordsEncoder(nn.Module):
         return self.tokenizer(texts, context_length=self.context_length)
 
     def forward(self, ids: Tensor) -> Tensor:
-        words = ids.masked_fill(ids < len(SPECIAL_TOKENS), self.tokenizer.pad_id)  # special tokens and <unk> carry no words
+        words = ids.masked_fill(~is_word(ids), self.tokenizer.pad_id)  # (B, L); padding_idx: left out of the mean
         return self.embedding(words)

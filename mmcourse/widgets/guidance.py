@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
+
+from mmcourse.plots import image_grid
 
 Tensor = torch.Tensor
 
@@ -68,11 +71,10 @@ class GuidanceExplorer:
         """The stored guidance weight closest to ``w``."""
         return min(self.weights, key=lambda v: abs(v - float(w)))
 
-    def grid(self, w: float) -> Tensor:
-        """(P*S, K*S, 3) image: one row per caption, its K samples side by side."""
+    def grid(self, w: float) -> np.ndarray:
+        """(P*S, K*S, 3) picture for ``imshow``: one row per caption, its K samples side by side."""
         x = self.samples[self.nearest(w)]  # (P, K, 3, S, S)
-        rows = [torch.cat(list(per_caption), dim=2) for per_caption in x]  # each (3, S, K*S)
-        return torch.cat(rows, dim=1).permute(1, 2, 0)
+        return image_grid(x.flatten(0, 1), nrow=x.shape[1])
 
     def render(self, w: float):
         """The figure for ``w`` (snapped to the nearest stored weight): drawn once, then only the
@@ -81,7 +83,7 @@ class GuidanceExplorer:
         self.last_w = w
         if self._fig is None:
             self._draw()
-        self._image.set_data(self.grid(w).numpy())
+        self._image.set_data(self.grid(w))
         self._ax_img.set_title(f"w = {w:g}  (diffusers' guidance_scale {1 + w:g})", fontsize=10)
         if self._marker is not None:
             self._marker.set_xdata([w, w])
@@ -96,7 +98,7 @@ class GuidanceExplorer:
         fig, axes = plt.subplots(1, 2 if with_curve else 1, figsize=(10 if with_curve else 6, 4.2),
                                  gridspec_kw={"width_ratios": [3, 2]} if with_curve else None)
         ax_img = axes[0] if with_curve else axes
-        self._image = ax_img.imshow(self.grid(first).numpy(), interpolation="nearest")
+        self._image = ax_img.imshow(self.grid(first), interpolation="nearest")
         ax_img.set_yticks([size * (i + 0.5) for i in range(len(self.captions))], self.captions, fontsize=8)
         ax_img.set_xticks([])
         self._marker = None

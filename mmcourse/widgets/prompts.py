@@ -6,6 +6,7 @@ from typing import Sequence
 
 import torch
 
+from mmcourse.plots import image_grid
 from mmcourse.zeroshot import build_classifier, encode_images, logits_from_features, unknown_words
 
 Tensor = torch.Tensor
@@ -21,7 +22,7 @@ def parse_classes(text: str) -> list[str]:
 class PromptPlayground:
     """Zero-shot probabilities of a few images under a template and class list you type.
 
-    ``model``: a CLIP with ``encode_image``, ``encode_text`` and ``logit_scale``; ``images``: (N, 3, H, W)
+    ``model``: a CLIP with ``encode_image``, ``encode_text`` and ``scale()``; ``images``: (N, 3, H, W)
     in [0, 1] (embedded once, here); ``classnames``: the starting class list; ``titles``: one label per
     image. ``render(template, classes, index)`` is the pure part; the widget calls it on every change.
     """
@@ -39,7 +40,7 @@ class PromptPlayground:
         self.images = images.detach().cpu()
         self.features = encode_images(model, images)  # (N, D), normalised
         with torch.no_grad():
-            self.scale = model.logit_scale.exp().clamp(max=100).float().cpu()
+            self.scale = model.scale().float().cpu()  # exp(t), at most 100
         self.classnames = list(classnames)
         self.titles = list(titles) if titles is not None else [f"image {i}" for i in range(len(images))]
         self.template, self.top = template, top
@@ -80,7 +81,7 @@ class PromptPlayground:
         self._ax_bar.set_title(f'"{template}": top {k} of {len(names)} classes', fontsize=9)
         note = ("unknown words, read as <unk>: " + ", ".join(self.last_unknown)) if self.last_unknown else "every word is in the vocabulary"
         self._ax_bar.set_xlabel(f"probability (softmax of {self.scale.item():.0f} x cosine)\n{note}", fontsize=8)
-        self._image.set_data(self.images[index].permute(1, 2, 0).numpy())
+        self._image.set_data(image_grid(self.images[index]))
         self._ax_img.set_title(self.titles[index][:30], fontsize=9)
         return self._fig
 
@@ -88,7 +89,7 @@ class PromptPlayground:
         import matplotlib.pyplot as plt
 
         fig, (ax_img, ax_bar) = plt.subplots(1, 2, figsize=(9, 3.4), gridspec_kw={"width_ratios": [1, 2.6]})
-        self._image = ax_img.imshow(self.images[0].permute(1, 2, 0).numpy(), interpolation="nearest")
+        self._image = ax_img.imshow(image_grid(self.images[0]), interpolation="nearest")
         ax_img.axis("off")
         self._bars = ax_bar.barh(range(self.top), [0.0] * self.top, color="tab:blue")
         ax_bar.set_xlim(0, 1)

@@ -6,9 +6,12 @@ from typing import Callable, Sequence
 
 import torch
 
+from mmcourse.plots import image_grid
 from mmcourse.retrieval import cosine_similarity
 
 Tensor = torch.Tensor
+
+THUMB_PADDING = 2  # white pixels between the thumbnails
 
 
 def pca_2d(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -60,18 +63,14 @@ class RetrievalExplorer:
         return top.indices.tolist(), top.values.tolist(), xy[0]
 
     def render(self, text: str):
-        """A figure: the top-k images as one strip (with their cosine scores) and the 2-D map.
+        """A figure: the top-k images in two rows (with their cosine scores) and the 2-D map.
 
         Drawn once; later calls only swap the thumbnails, scores, circles, star and title."""
         idx, scores, qxy = self.search(text)
         self.last_indices = idx
         if self._fig is None:
             self._draw()
-        cols, (h, w) = (self.k + 1) // 2, self._cell
-        thumbs = self.images[idx]
-        pad = torch.ones(2 * cols, 3, h, w)
-        pad[: len(idx), :, 2:-2, 2:-2] = thumbs
-        self._grid.set_data(pad.view(2, cols, 3, h, w).permute(0, 3, 1, 4, 2).reshape(2 * h, cols * w, 3).numpy())
+        self._grid.set_data(self._thumbnails(self.images[idx]))
         for j, label in enumerate(self._scores):
             label.set_text(f"{j + 1}: {scores[j]:.2f}" if j < len(scores) else "")
         self._top.set_offsets(self._xy.numpy()[idx])
@@ -79,13 +78,17 @@ class RetrievalExplorer:
         self._ax_map.set_title(f"image embeddings, first two principal components\nquery: {text!r}", fontsize=9)
         return self._fig
 
+    def _thumbnails(self, images: Tensor):
+        """The top-k images in two rows, with white lines between them: (H', W', 3) for ``imshow``."""
+        return image_grid(images, nrow=(self.k + 1) // 2, padding=THUMB_PADDING)
+
     def _draw(self) -> None:
         import matplotlib.pyplot as plt
 
         cols = (self.k + 1) // 2
-        h, w = self.images.shape[2] + 4, self.images.shape[3] + 4  # each thumbnail with a white frame
+        h, w = self.images.shape[2] + THUMB_PADDING, self.images.shape[3] + THUMB_PADDING  # a thumbnail's cell
         fig, (ax_img, ax_map) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [cols, 3]})
-        self._grid = ax_img.imshow(torch.ones(2 * h, cols * w, 3).numpy(), interpolation="nearest")
+        self._grid = ax_img.imshow(self._thumbnails(torch.ones(self.k, *self.images.shape[1:])), interpolation="nearest")
         self._scores = [ax_img.text((j % cols) * w + 3, (j // cols) * h + 1, "", fontsize=7, va="top",
                                     bbox={"facecolor": "white", "alpha": 0.7, "pad": 1, "linewidth": 0})
                         for j in range(self.k)]
@@ -102,7 +105,7 @@ class RetrievalExplorer:
         ax_map.legend(loc="upper right", fontsize=8)  # a fixed place: "best" searches all points on every draw
         fig.tight_layout()
         plt.close(fig)  # kept and redrawn by the widget, not shown by pyplot
-        self._fig, self._ax_map, self._cell = fig, ax_map, (h, w)
+        self._fig, self._ax_map = fig, ax_map
 
     def widget(self):
         """The interactive view: a caption box (with examples) above the rendered results."""

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import torch
 
-from mmcourse.losses import clip_loss
+from mmcourse.losses import check_feature_pairs, clip_loss
 
 Tensor = torch.Tensor
 
@@ -21,8 +21,7 @@ class TemperatureExplorer:
 
     def __init__(self, image_emb: Tensor, text_emb: Tensor, labels: Sequence[str], *, row: int = 0,
                  taus: Sequence[float] | None = None) -> None:
-        if image_emb.shape != text_emb.shape or image_emb.ndim != 2:
-            raise ValueError(f"need paired (N, D) embeddings, got {tuple(image_emb.shape)} and {tuple(text_emb.shape)}")
+        check_feature_pairs(image_emb, text_emb)
         if len(labels) != image_emb.shape[0]:
             raise ValueError(f"{len(labels)} labels for {image_emb.shape[0]} captions")
         if not 0 <= row < image_emb.shape[0]:

@@ -1,9 +1,11 @@
 """A real browser (Debian's chromium, driven by Playwright) runs every written notebook in JupyterLab.
 
 For each notebook: open the Jupytext .py file as a notebook, run all cells, wait for the kernel,
-assert that no cell has an error output and that every widget view rendered, then change the
-caption of notebook 01's retrieval explorer and watch its output change; finally open a notebook
-as a RISE slideshow. Screenshots go to build/screenshots/.
+assert that no cell has an error output, that every check passed and that every widget view
+rendered, then change the caption of notebook 01's retrieval explorer and watch its output change.
+Then the released student version of notebook 01, as a student gets it: "Run All" runs every cell,
+the widget renders, and each unsolved exercise is marked in place. Finally open a notebook as a RISE
+slideshow. Screenshots go to build/screenshots/.
 
 Needs /usr/bin/chromium (`apt-get install chromium`; .ci/run installs it). Without it the tests are
 skipped, unless MMCOURSE_REQUIRE_BROWSER=1 (as in CI), which turns the skip into a failure.
@@ -63,7 +65,13 @@ def lab(tmp_path_factory):
     # saves: serve a copy of the notebooks, so a slow run never modifies the repository's sources
     root = home / "course"
     shutil.copytree(COURSE.root / "notebooks", root / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "JUPYTER_CONFIG_DIR": str(home / "config"),
+    from mmcourse.grading.release import release
+
+    release(root / "student")  # the student versions, as `mmcourse release` hands them out
+    # kernels see what a student's kernel sees: failing checks show a box instead of raising
+    # (the test suite sets MMCOURSE_CHECKS=raise for itself)
+    env = {key: value for key, value in os.environ.items() if key != "MMCOURSE_CHECKS"}
+    env = {**env, "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "JUPYTER_CONFIG_DIR": str(home / "config"),
            "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"), "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
     cmd = [
         sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
@@ -159,6 +167,7 @@ def test_notebook_runs_in_jupyterlab_and_its_widgets_answer(browser, lab, nb_inf
     body = page.inner_text("body")
     assert "Error displaying widget" not in body and "Error rendering output" not in body
     assert page.locator(".jp-OutputArea-output .jupyter-widgets").count() > 0, "widget views render"
+    assert page.locator(".mmcourse-check").count() == 0, "every check of the reference notebook passes"
     print(f"\n{nb_info.id}: all {state['cells']} code cells ran in JupyterLab in {elapsed:.0f} s")
     if nb_info.id == "01":
         _retrieval_explorer_answers(page)
@@ -180,6 +189,23 @@ def _retrieval_explorer_answers(page):
     )
     page.wait_for_timeout(500)
     page.screenshot(path=str(SHOTS / "01_widget_after_typing.png"))
+
+
+def test_released_student_notebook_runs_all_and_marks_each_unsolved_exercise(browser, lab):
+    """A student opens the released notebook 01 and presses Run All with no exercise solved."""
+    nb_info = WRITTEN[0]
+    page = _open_lab(browser, lab)
+    state = _run_notebook(page, f"student/{nb_info.id}_{nb_info.slug}.ipynb")
+    page.screenshot(path=str(SHOTS / f"{nb_info.id}_{nb_info.slug}_student_end.png"), full_page=True)
+    assert state["done"] == state["cells"], f"every code cell ran: {state}"
+    assert state["errors"] == [], state["errors"]
+    assert page.locator(".jp-OutputArea-output .jupyter-widgets").count() > 0, "the widget renders"
+    todo = page.locator(".mmcourse-check-todo")
+    assert todo.count() == len(nb_info.exercises), "each unsolved exercise is marked where its check is"
+    text = " ".join(todo.all_inner_texts())
+    for ex in nb_info.exercises:
+        assert ex["id"] in text and "not implemented yet" in text
+    page.close()
 
 
 def test_notebook_opens_as_a_rise_slideshow(browser, lab):

@@ -1,8 +1,8 @@
-"""Contrastive pre-training of the course CLIP on the shapes world.
+"""``clip_shapes``: the course CLIP, contrastive pre-training on the shapes world.
 
 Web data mixes photos, drawings and clip art under free-form captions; so does this recipe: every
-step draws fresh images of the train split (never a held-out colour-shape pair) in mixed styles,
-with varied captions, and applies the plain symmetric CLIP loss.
+step draws fresh images of the train split (never a held-out colour-shape pair) in the training
+style mix, with varied captions, and applies the plain symmetric CLIP loss.
 
 A batch of 256 holds many identical captions. They need no special treatment: identical captions
 have identical text embeddings, so the plain loss and caption-level targets
@@ -13,18 +13,22 @@ same content ("a red square", "a small red square"); the recipe leaves them, as 
 
 from __future__ import annotations
 
-import math
+import os
+import tempfile
 import time
 from typing import Iterator
 
 import torch
 
-from mmcourse.losses import clip_loss
-from mmcourse.models.clip import CLIP
+from mmcourse import distributed
+from mmcourse.data.shapes import TRAIN_STYLES, stream_shapes
+from mmcourse.models import CLIP
+from mmcourse.training import fit
+from mmcourse.zeroshot import color_shape_accuracy
 
 Tensor = torch.Tensor
 
-TRAIN_STYLES = ("photo", "photo", "flat", "cartoon", "sketch")  # photos are the hardest: twice as many
+DESCRIPTION = "the course CLIP: CNN image encoder + text transformer, contrastive (notebooks 02-07)"
 
 DEFAULT_CONFIG = {
     "image": {"kind": "cnn", "out_dim": 128, "width": 32},
@@ -35,23 +39,13 @@ DEFAULT_CONFIG = {
 
 def clip_batches(batch_size: int, *, seed: int, objects: int | tuple[int, int] = 1) -> Iterator[tuple[Tensor, list[str]]]:
     """Endless (images, captions) batches of fresh train-split images in the training style mix."""
-    from mmcourse.data.shapes import stream_shapes
-
     for batch in stream_shapes(batch_size, seed=seed, split="train", style=TRAIN_STYLES, objects=objects):
         yield batch.images, batch.captions
 
 
-def contrastive_loss(model: CLIP, images: Tensor, captions: list[str]) -> Tensor:
-    """The symmetric CLIP loss of one batch of (image, caption) pairs."""
-    image_emb, text_emb, scale = model(images, captions)
-    return clip_loss(image_emb, text_emb, scale)
-
-
-def evaluate_clip(model: CLIP, *, seed: int = 20_261_122, n: int = 1000) -> dict:
+def evaluate_zero_shot(model: CLIP, *, seed: int = 20_261_122, n: int = 1000) -> dict:
     """64-way zero-shot accuracy with the prompt "a {colour} {shape}" on fresh single-object images:
     seen and held-out pairs, photo and sketch style (``seed`` must differ from every training seed)."""
-    from mmcourse.zeroshot import color_shape_accuracy
-
     model.eval()
     out = {}
     for split, name in (("train", "seen"), ("heldout", "heldout")):
@@ -60,22 +54,22 @@ def evaluate_clip(model: CLIP, *, seed: int = 20_261_122, n: int = 1000) -> dict
     return out
 
 
-def train_clip(
+def train(
     *,
     seed: int = 0,
+    progress: bool = True,
+    nproc: int = 1,
     steps: int = 2000,
     batch_size: int = 256,
     lr: float = 2e-3,
     config: dict | None = None,
     objects: int | tuple[int, int] = 1,
-    progress: bool = True,
     log_every: int = 100,
     evaluate: bool = True,
-    nproc: int = 1,
 ) -> tuple[CLIP, dict]:
-    """The recipe behind the bundled ``clip_shapes`` checkpoint. Deterministic for a given seed on
-    one machine (fresh data from ``seed``, AdamW with a one-cycle schedule, the logit scale clamped
-    at 100 after every step).
+    """Deterministic for a given seed on one machine: fresh data from ``seed``, AdamW with a
+    one-cycle schedule (no weight decay on biases, norms and the logit scale), the logit scale
+    clamped at 100 after every step.
 
     ``nproc > 1`` trains data-parallel in that many processes (torch.distributed: gloo on CPU, NCCL
     with a GPU per process): each takes ``batch_size / nproc`` pairs of the same global batch, the
@@ -88,78 +82,56 @@ def train_clip(
                    progress=progress, log_every=log_every)
     if nproc < 1 or batch_size % nproc:
         raise ValueError(f"nproc must be >= 1 and divide batch_size {batch_size}, got {nproc}")
+    start = time.perf_counter()
     if nproc == 1:
-        model, history, seconds = _train_loop(rank=0, world_size=1, **options)
+        model, history = train_rank_loop(rank=0, world_size=1, **options)
     else:
-        import tempfile
-
-        from mmcourse import distributed
-
         with tempfile.TemporaryDirectory() as tmp:
             out = f"{tmp}/rank0.pt"
-            start = time.perf_counter()
             distributed.launch(_train_rank, nproc, options, out)
-            seconds = time.perf_counter() - start
             saved = torch.load(out, weights_only=True)
         model = CLIP(**config)
         model.load_state_dict(saved["state"])
         history = saved["history"]
+    seconds = time.perf_counter() - start
     model.eval()
-    metrics = {"zero_shot": evaluate_clip(model) if evaluate else None, "history": history, "steps": steps,
+    metrics = {"zero_shot": evaluate_zero_shot(model) if evaluate else None, "history": history, "steps": steps,
                "batch_size": batch_size, "nproc": nproc, "train_seconds": round(seconds, 1)}
     return model, metrics
 
 
 def _train_rank(rank: int, world_size: int, device: torch.device, options: dict, out: str) -> None:
     """One process of data-parallel training; rank 0 saves the weights and the loss history."""
-    import os
-
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
-    model, history, _ = _train_loop(rank=rank, world_size=world_size, device=device,
-                                    **{**options, "progress": options["progress"] and rank == 0})
+    model, history = train_rank_loop(rank=rank, world_size=world_size, device=device,
+                                     **{**options, "progress": options["progress"] and rank == 0})
     if rank == 0:
         torch.save({"state": {k: v.cpu() for k, v in model.state_dict().items()}, "history": history}, out)
 
 
-def _train_loop(*, rank: int, world_size: int, seed: int, steps: int, batch_size: int, lr: float, config: dict,
-                objects, progress: bool, log_every: int, device: torch.device | str = "cpu"):
-    from tqdm.auto import tqdm
-
-    from mmcourse.distributed import distributed_clip_loss
-
+def train_rank_loop(*, rank: int, world_size: int, seed: int, steps: int, batch_size: int, lr: float, config: dict,
+                    objects, progress: bool, log_every: int, device: torch.device | str = "cpu") -> tuple[CLIP, list[dict]]:
+    """One rank's share of training: every rank draws the same global batch and keeps its slice;
+    returns the model and the loss history (the global batch's loss every ``log_every`` steps)."""
     torch.manual_seed(seed)  # every rank builds the same initial model
     model = CLIP(**config).to(device)
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}], lr=lr)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
-    forward = model
-    if world_size > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        forward = DistributedDataParallel(model)
-    batches = clip_batches(batch_size, seed=1_000_000 + 1000 * seed, objects=objects)
+    groups = [{"params": [p for p in model.parameters() if p.ndim >= 2], "weight_decay": 0.05},
+              {"params": [p for p in model.parameters() if p.ndim < 2], "weight_decay": 0.0}]
     local = slice(rank * batch_size // world_size, (rank + 1) * batch_size // world_size)
-    history = []
-    model.train()
-    start = time.perf_counter()
-    bar = tqdm(range(steps), desc="clip_shapes", disable=not progress, mininterval=1.0)
-    for step in bar:
-        images, captions = next(batches)  # every rank draws the global batch and keeps its slice
-        image_emb, text_emb, scale = forward(images[local].to(device), captions[local])
-        loss = distributed_clip_loss(image_emb, text_emb, scale)
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"loss became {loss.item()} at step {step}; try a lower learning rate")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        schedule.step()
+    batches = ((images[local].to(device), captions[local])
+               for images, captions in clip_batches(batch_size, seed=1_000_000 + 1000 * seed, objects=objects))
+    logged = [s for s in range(steps) if s % log_every == 0 or s == steps - 1]
+    scales: dict[int, float] = {}
+
+    def clamp_and_log(step: int) -> None:
         model.clamp_logit_scale_()
-        if step % log_every == 0 or step == steps - 1:
-            value = loss.detach().clone()
-            if world_size > 1:  # the whole batch's loss is the mean of the ranks' local losses
-                torch.distributed.all_reduce(value)
-                value /= world_size
-            history.append({"step": step, "loss": round(value.item(), 4), "logit_scale": round(model.scale().item(), 2)})
-            bar.set_postfix(loss=f"{value.item():.3f}", scale=f"{model.scale().item():.1f}")
-    return model, history, time.perf_counter() - start
+        if step in logged:
+            scales[step] = round(model.scale().item(), 2)
+
+    losses = fit(
+        model, lambda m, b: distributed.distributed_clip_loss(*m(*b)), batches, steps=steps, lr=lr,
+        param_groups=groups,
+        schedule=lambda opt: torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05),
+        after_step=clamp_and_log, distributed=world_size > 1, progress=progress, desc="clip_shapes",
+    )
+    return model, [{"step": s, "loss": round(losses[s], 4), "logit_scale": scales[s]} for s in logged]
