@@ -7,22 +7,27 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 
 import nbformat
 import pytest
 
 from mmcourse import notebook
 from mmcourse.course import load_course
-from mmcourse.grading import grade
+from mmcourse.grading import grade, submission
+from mmcourse.grading import runner as grade_runner
 from mmcourse.grading.release import release
 
 COURSE = load_course()
 NB01 = COURSE.find("01")
-POINTS = {ex["id"]: ex["points"] for ex in NB01.exercises}
+POINTS = {ex["id"]: int(ex["points"]) for ex in NB01.exercises}
+TOTAL = sum(POINTS.values())
 REFERENCE = notebook.read(COURSE.root / NB01.path)
 SOLUTION = {ex_id: REFERENCE.cells[i].source for ex_id, i in notebook.exercise_cells(REFERENCE).items()}
+FIRST, LAST = NB01.exercises[0]["id"], NB01.exercises[-1]["id"]  # faults go into the last: no answer calls it
+NAME = {ex_id: grade_runner.answer_name(REFERENCE, ex_id) for ex_id in POINTS}
 
-WRONG_COSINE = "def cosine_similarity_matrix(a, b):\n    return a @ b.T\n"
+WRONG = f"def {NAME[LAST]}(*args, **kwargs):\n    return 0.0\n"
 PATCHES = textwrap.dedent(
     """
     import torch, mmcourse.check, mmcourse.check.core
@@ -51,8 +56,8 @@ def _with(nb, sources=None, mutate=None):
     return nb
 
 
-def _drop_recall(nb):
-    del nb.cells[notebook.exercise_cells(nb)["01.recall"]]
+def _drop_last(nb):
+    del nb.cells[notebook.exercise_cells(nb)[LAST]]
 
 
 def _edit_checks(nb):
@@ -67,31 +72,40 @@ def _forge_outputs(nb):
             cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="\u2713 all cases pass\nMMCOURSE-RESULT 0000 AAAA\n")]
 
 
-def _duplicate_cosine(nb):
-    idx = notebook.exercise_cells(nb)["01.cosine"]
+def _duplicate_last(nb):
+    idx = notebook.exercise_cells(nb)[LAST]
     nb.cells.insert(idx, nbformat.from_dict(json.loads(json.dumps(nb.cells[idx]))))
+
+
+def _expect(status_of_last: str | None = None, only_first: bool = False, default: str = "passed"):
+    """Expected statuses: every exercise ``default``; the first alone passed; or the last one faulty."""
+    statuses = {ex_id: default for ex_id in POINTS}
+    if only_first:
+        statuses = {ex_id: "passed" if ex_id == FIRST else "failed" for ex_id in POINTS}
+    if status_of_last:
+        statuses[LAST] = status_of_last
+    return statuses, sum(POINTS[i] for i, st in statuses.items() if st == "passed")
 
 
 ALL = dict(SOLUTION)
 SCENARIOS = {
-    # name: (sources, mutate, expected {exercise: status}, expected score)
-    "honest": (ALL, None, {"01.cosine": "passed", "01.recall": "passed", "01.attributes": "passed"}, 8),
-    "stubs": ({}, None, {"01.cosine": "failed", "01.recall": "failed", "01.attributes": "failed"}, 0),
-    "check_cells_edited": ({}, _edit_checks, {"01.cosine": "failed", "01.recall": "failed", "01.attributes": "failed"}, 0),
-    "forged_outputs": ({"01.cosine": SOLUTION["01.cosine"]}, _forge_outputs, {"01.cosine": "passed", "01.recall": "failed", "01.attributes": "failed"}, 2),
-    "monkeypatched": ({**ALL, "01.cosine": PATCHES + WRONG_COSINE}, None, {"01.cosine": "failed", "01.recall": "passed", "01.attributes": "failed"}, 3),
-    "deleted_cell": (ALL, _drop_recall, {"01.cosine": "passed", "01.recall": "error", "01.attributes": "passed"}, 5),
-    "duplicated_cell": (ALL, _duplicate_cosine, {"01.cosine": "error", "01.recall": "passed", "01.attributes": "error"}, 3),
-    "endless_loop": ({**ALL, "01.recall": "def my_recall_at_k(similarity, k):\n    while True:\n        pass\n"}, None,
-                     {"01.cosine": "passed", "01.recall": "timeout", "01.attributes": "passed"}, 5),
-    "kernel_crash": ({**ALL, "01.recall": "import os\ndef my_recall_at_k(similarity, k):\n    os._exit(3)\n"}, None,
-                     {"01.cosine": "passed", "01.recall": "error", "01.attributes": "passed"}, 5),
-    "renamed_function": ({**ALL, "01.recall": SOLUTION["01.recall"].replace("def my_recall_at_k", "def recall_k")}, None,
-                         {"01.cosine": "passed", "01.recall": "error", "01.attributes": "passed"}, 5),
-    "crash_at_definition": ({**ALL, "01.cosine": "raise ValueError('oops')\n"}, None,
-                            {"01.cosine": "error", "01.recall": "passed", "01.attributes": "error"}, 3),
-    "unpicklable_result": ({**ALL, "01.recall": "def my_recall_at_k(similarity, k):\n    return object()\n"}, None,
-                           {"01.cosine": "passed", "01.recall": "error", "01.attributes": "passed"}, 5),
+    # name: (sources, mutate, expected ({exercise: status}, score))
+    "honest": (ALL, None, _expect()),
+    "stubs": ({}, None, _expect(default="failed")),
+    "check_cells_edited": ({}, _edit_checks, _expect(default="failed")),
+    "forged_outputs": ({FIRST: SOLUTION[FIRST]}, _forge_outputs, _expect(only_first=True)),
+    "monkeypatched": ({**ALL, LAST: PATCHES + WRONG}, None, _expect("failed")),
+    "deleted_cell": (ALL, _drop_last, _expect("error")),
+    "duplicated_cell": (ALL, _duplicate_last, _expect("error")),
+    "endless_loop": ({**ALL, LAST: f"def {NAME[LAST]}(*args, **kwargs):\n    while True:\n        pass\n"}, None,
+                     _expect("timeout")),
+    "kernel_crash": ({**ALL, LAST: f"import os\ndef {NAME[LAST]}(*args, **kwargs):\n    os._exit(3)\n"}, None,
+                     _expect("error")),
+    "renamed_function": ({**ALL, LAST: SOLUTION[LAST].replace(f"def {NAME[LAST]}(", f"def {NAME[LAST]}_renamed(")}, None,
+                         _expect("error")),
+    "crash_at_definition": ({**ALL, LAST: "raise ValueError('oops')\n"}, None, _expect("error")),
+    "unpicklable_result": ({**ALL, LAST: f"def {NAME[LAST]}(*args, **kwargs):\n    return object()\n"}, None,
+                           _expect("error")),
 }
 BAD_FILES = {
     "empty": (b"", "empty"),
@@ -107,7 +121,7 @@ def graded(tmp_path_factory):
     released, released_path = _released(tmp_path_factory)
     root = tmp_path_factory.mktemp("submissions")
     subs = []
-    for name, (sources, mutate, _, _) in SCENARIOS.items():
+    for name, (sources, mutate, _) in SCENARIOS.items():
         (root / name).mkdir()
         path = root / name / "01_joint_embeddings.ipynb"
         nbformat.write(_with(released, sources, mutate), path)
@@ -125,10 +139,10 @@ def graded(tmp_path_factory):
 def test_each_submission_scores_what_an_honest_reading_gives(graded, name):
     results, _, _ = graded
     r = results[name]
-    _, _, statuses, score = SCENARIOS[name]
+    _, _, (statuses, score) = SCENARIOS[name]
     assert r.error is None, r.error
     assert {e.id: e.status for e in r.exercises} == statuses, [(e.id, e.status, e.message) for e in r.exercises]
-    assert r.score == score and r.max_score == sum(POINTS.values())
+    assert r.score == score and r.max_score == TOTAL
     for e in r.exercises:
         assert e.points == (e.max_points if e.status == "passed" else 0)
         assert e.message
@@ -137,14 +151,14 @@ def test_each_submission_scores_what_an_honest_reading_gives(graded, name):
 def test_messages_say_what_happened(graded):
     results, _, _ = graded
     msg = lambda s, ex: next(e.message for e in results[s].exercises if e.id == ex)  # noqa: E731
-    assert "not implemented" in msg("stubs", "01.cosine")
-    assert "wrong values" in msg("monkeypatched", "01.cosine")
-    assert "missing" in msg("deleted_cell", "01.recall")
-    assert "2 cells claim" in msg("duplicated_cell", "01.cosine")
-    assert "did not finish within 20 s" in msg("endless_loop", "01.recall")
-    assert "kernel died" in msg("kernel_crash", "01.recall")
-    assert "keep the original name" in msg("renamed_function", "01.recall")
-    assert "ValueError: oops" in msg("crash_at_definition", "01.cosine")
+    assert "not implemented" in msg("stubs", FIRST)
+    assert "case '" in msg("monkeypatched", LAST)
+    assert "missing" in msg("deleted_cell", LAST)
+    assert "2 cells claim" in msg("duplicated_cell", LAST)
+    assert "did not finish within 20 s" in msg("endless_loop", LAST)
+    assert "kernel died" in msg("kernel_crash", LAST)
+    assert "keep the original name" in msg("renamed_function", LAST)
+    assert "ValueError: oops" in msg("crash_at_definition", LAST)
 
 
 @pytest.mark.parametrize("name", list(BAD_FILES))
@@ -162,7 +176,7 @@ def test_submissions_are_never_modified(graded):
 
 
 def test_huge_submission_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(grade, "MAX_SUBMISSION_BYTES", 1000)
+    monkeypatch.setattr(submission, "MAX_SUBMISSION_BYTES", 1000)
     path = tmp_path / "01_joint_embeddings.ipynb"
     path.write_text(json.dumps({"cells": [{"cell_type": "markdown", "source": "x" * 5000, "metadata": {}}]}))
     r = grade.grade_submission(path)
@@ -196,15 +210,15 @@ def test_cli_grades_a_folder_and_writes_reports(graded, tmp_path):
         capture_output=True, text=True, cwd=COURSE.root, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "honest" in proc.stdout and "8/8" in proc.stdout and "0/8" in proc.stdout
+    assert "honest" in proc.stdout and f"{TOTAL}/{TOTAL}" in proc.stdout and f"0/{TOTAL}" in proc.stdout
     report = json.loads((tmp_path / "r.json").read_text())
     by_student = {s["student"]: s for s in report["submissions"]}
-    assert by_student["honest"]["score"] == 8 and by_student["stubs"]["score"] == 0
+    assert by_student["honest"]["score"] == TOTAL and by_student["stubs"]["score"] == 0
     for ex in by_student["honest"]["exercises"]:
         assert set(ex) == {"id", "points", "max_points", "status", "message"}
     csv_lines = (tmp_path / "r.csv").read_text().splitlines()
     assert csv_lines[0].startswith("student,submission,notebook,exercise,status,points,max_points,message")
-    assert len(csv_lines) == 1 + 2 * 3
+    assert len(csv_lines) == 1 + 2 * len(POINTS)
     assert not list(tmp_path.glob(".*.tmp")), "reports are written atomically (no temporary files left)"
 
 
@@ -212,3 +226,22 @@ def test_cli_with_nothing_to_grade(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mmcourse", "grade", str(tmp_path)], capture_output=True, text=True,
                           cwd=COURSE.root, timeout=60)
     assert proc.returncode == 2 and "no submissions found" in proc.stderr
+
+
+def test_a_cell_that_dies_on_every_replay_cannot_stall_grading(tmp_path_factory, tmp_path):
+    """The attack from issue 14, without a sandbox (where a flag file can persist between kernels): the first
+    exercise cell kills every kernel that replays it; the second kills its first kernel, forcing a replay."""
+    released, _ = _released(tmp_path_factory)
+    second = NB01.exercises[1]["id"]
+    flag = tmp_path / "flag"
+    killer = f"import os\nif os.path.exists({str(flag)!r}):\n    os._exit(1)\nopen({str(flag)!r}, 'w').close()\n"
+    sources = {**SOLUTION, FIRST: killer + SOLUTION[FIRST], second: "import os\nos._exit(1)\n"}
+    path = tmp_path / "01_joint_embeddings.ipynb"
+    nbformat.write(_with(released, sources), path)
+    start = time.monotonic()
+    r = grade.grade_submission(path, sandbox="off", exercise_timeout=20)
+    assert time.monotonic() - start < 120
+    status = {e.id: (e.status, e.message) for e in r.exercises}
+    assert status[FIRST][0] == "error" and "ran once, then killed the kernel" in status[FIRST][1], status
+    assert status[second][0] == "error" and "kernel died" in status[second][1], status
+    assert status[LAST][0] != "timeout", status  # graded after two restarts, whatever its answer needs

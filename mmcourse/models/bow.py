@@ -1,4 +1,4 @@
-"""Bag of words: a text as the multiset of its words, order lost (CLIP's seeds compare it with transformers).
+"""Bag of words: a text as the multiset of its words, order lost (the CLIP paper compares it with transformers).
 
 One rule for every bag of words in the course (the counts here, ``BagOfWordsEncoder``'s mean of word
 embeddings): **a bag holds the text's vocabulary words and nothing else.** Special tokens (``<bos>``,

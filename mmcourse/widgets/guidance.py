@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from mmcourse.diffusion import sample
 from mmcourse.plots import image_grid
+from mmcourse.widgets.view import figure_view
 
 Tensor = torch.Tensor
 
@@ -56,8 +60,6 @@ class GuidanceExplorer:
 
         ``metric_fn(images (P, K, 3, S, S), captions)``, if given, scores each w for the curve.
         """
-        from mmcourse.diffusion import sample
-
         flat = [c for c in captions for _ in range(per_caption)]
         samples, metrics = {}, {}
         for w in weights:
@@ -90,8 +92,6 @@ class GuidanceExplorer:
         return self._fig
 
     def _draw(self) -> None:
-        import matplotlib.pyplot as plt
-
         first = self.weights[0]
         size = self.samples[first].shape[-1]
         with_curve = bool(self.metrics)
@@ -121,10 +121,6 @@ class GuidanceExplorer:
 
     def widget(self, w: float | None = None):
         """The interactive view: a slider over the stored weights above the figure."""
-        import ipywidgets as widgets
-
-        from mmcourse.widgets.view import figure_view
-
         self.slider = widgets.SelectionSlider(options=[(f"{v:g}", v) for v in self.weights],
                                               value=self.nearest(self.weights[0] if w is None else w), description="w",
                                               continuous_update=True, layout=widgets.Layout(width="60%"))

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import ipywidgets as w
+import matplotlib.pyplot as plt
 import torch
+from IPython.display import display
 
 from mmcourse.plots import image_grid
 from mmcourse.zeroshot import build_classifier, encode_images, logits_from_features, unknown_words
@@ -86,8 +89,6 @@ class PromptPlayground:
         return self._fig
 
     def _draw(self) -> None:
-        import matplotlib.pyplot as plt
-
         fig, (ax_img, ax_bar) = plt.subplots(1, 2, figsize=(9, 3.4), gridspec_kw={"width_ratios": [1, 2.6]})
         self._image = ax_img.imshow(image_grid(self.images[0]), interpolation="nearest")
         ax_img.axis("off")
@@ -99,9 +100,6 @@ class PromptPlayground:
         self._fig, self._ax_img, self._ax_bar = fig, ax_img, ax_bar
 
     def widget(self, index: int = 0):
-        import ipywidgets as w
-        from IPython.display import display
-
         self.template_box = w.Text(value=self.template, description="template", continuous_update=False,
                                    layout=w.Layout(width="60%"))
         self.classes_box = w.Textarea(value=", ".join(self.classnames), description="classes", continuous_update=False,

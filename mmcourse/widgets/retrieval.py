@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import ipywidgets as w
+import matplotlib.pyplot as plt
 import torch
 
 from mmcourse.plots import image_grid
 from mmcourse.retrieval import cosine_similarity
+from mmcourse.widgets.view import figure_view
 
 Tensor = torch.Tensor
 
@@ -83,8 +86,6 @@ class RetrievalExplorer:
         return image_grid(images, nrow=(self.k + 1) // 2, padding=THUMB_PADDING)
 
     def _draw(self) -> None:
-        import matplotlib.pyplot as plt
-
         cols = (self.k + 1) // 2
         h, w = self.images.shape[2] + THUMB_PADDING, self.images.shape[3] + THUMB_PADDING  # a thumbnail's cell
         fig, (ax_img, ax_map) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [cols, 3]})
@@ -109,10 +110,6 @@ class RetrievalExplorer:
 
     def widget(self):
         """The interactive view: a caption box (with examples) above the rendered results."""
-        import ipywidgets as w
-
-        from mmcourse.widgets.view import figure_view
-
         box = w.Combobox(value=self.examples[0], options=self.examples, description="caption", ensure_option=False,
                          layout=w.Layout(width="60%"), continuous_update=False)
         self.query_box = box

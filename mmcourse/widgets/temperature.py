@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import ipywidgets as w
+import matplotlib.pyplot as plt
 import torch
 
 from mmcourse.losses import check_feature_pairs, clip_loss
+from mmcourse.widgets.view import figure_view
 
 Tensor = torch.Tensor
 
@@ -58,8 +61,6 @@ class TemperatureExplorer:
         return self._fig
 
     def _draw(self) -> None:
-        import matplotlib.pyplot as plt
-
         n = self.cosines.shape[0]
         fig, (ax_bar, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.4), gridspec_kw={"width_ratios": [3, 2]})
         colors = ["tab:green" if j == self.row else "tab:gray" for j in range(n)]
@@ -83,10 +84,6 @@ class TemperatureExplorer:
 
     def widget(self, tau: float = 0.07):
         """The interactive view: a (log-scale) slider for tau above the figure."""
-        import ipywidgets as w
-
-        from mmcourse.widgets.view import figure_view
-
         self.slider = w.FloatLogSlider(value=tau, base=10, min=-2.5, max=1, step=0.05, description="tau",
                                        readout_format=".3f", continuous_update=False, layout=w.Layout(width="60%"))
         self._widget = figure_view(self.slider, self.render)

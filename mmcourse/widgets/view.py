@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import ipywidgets as w
+import matplotlib.pyplot as plt
+from IPython.display import display
 
 def figure_view(control, render: Callable[[Any], Any]):
     """A ``VBox([control, output])``: ``render(control.value)`` returns a matplotlib figure, shown in
     the output now and again every time the control's value changes."""
-    import ipywidgets as w
-    import matplotlib.pyplot as plt
-    from IPython.display import display
-
     out = w.Output()
 
     def update(change=None):

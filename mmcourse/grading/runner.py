@@ -1,0 +1,241 @@
+"""Running a submission's exercise cells in grading kernels, bounded in time and in restarts.
+
+The grader runs, in a fresh kernel: the reference set-up cell, then for each exercise the student's
+exercise cell followed by a *capture cell* that calls the student's function on the hidden cases and
+prints the results (see :mod:`mmcourse.grading.judge`). When a cell kills the kernel or runs out of time,
+that exercise fails and a fresh kernel replays the set-up cell and the exercise cells that ran cleanly
+(later answers may call earlier ones), then goes on **after** the failed cell: the position never moves
+backwards. A cell that fails on replay is dropped and its exercise fails too, so every restart removes
+something and restarts are finite; they are capped besides, and the whole submission has a time limit.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import nbformat
+
+from mmcourse import notebook
+from mmcourse.check.core import EXERCISES, Case
+from mmcourse.grading.kernel import OUTPUT_LIMIT, CellRun, Kernel
+from mmcourse.grading.submission import Answers
+
+SETUP_TIMEOUT = 300  # the reference set-up cell (imports) gets its own, generous limit
+
+
+class GradingError(RuntimeError):
+    """Grading could not proceed for a reason that is not the student's (the reference set-up failed)."""
+
+
+@dataclass
+class Step:
+    """One cell to run: the student's exercise cell, or the capture cell that follows it."""
+
+    ex_id: str
+    kind: str  # "exercise" | "capture"
+    source: str
+
+
+@dataclass
+class Plan:
+    setup: str  # the reference set-up cell
+    steps: list[Step]
+    cases: dict[str, list[Case]]
+    missing: dict[str, str]  # exercise id -> why it cannot be run
+    marker: str
+
+
+@dataclass
+class Outcome:
+    """How an exercise ended in the kernel. ``kind``: output (the capture cell's text) | error | timeout."""
+
+    kind: str
+    text: str
+
+
+@dataclass
+class _State:
+    plan: Plan
+    exercise_timeout: float
+    deadline: float
+    outcome: dict[str, Outcome] = field(default_factory=dict)
+    kept: list[int] = field(default_factory=list)  # steps replayed by a fresh kernel
+    position: int = 0  # the next step to run; only ever increases
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def budget(self, limit: float) -> float:
+        return max(0.0, min(limit, self.left()))
+
+    def pending(self) -> bool:
+        return any(s.ex_id not in self.outcome for s in self.plan.steps[self.position:])
+
+
+# --------------------------------------------------------------------------------------------- assembling
+
+
+def answer_name(reference: nbformat.NotebookNode, ex_id: str) -> str:
+    """The name of the function the reference check cell of ``ex_id`` checks."""
+    check_src = reference.cells[notebook.check_cells(reference)[ex_id]].source
+    match = re.search(r"""check\.exercise\(\s*["']""" + re.escape(ex_id) + r"""["']\s*,\s*([A-Za-z_][A-Za-z_0-9]*)""", check_src)
+    if not match:
+        raise ValueError(f"reference check cell for {ex_id} does not call check.exercise({ex_id!r}, name)")
+    return match.group(1)
+
+
+def capture_source(answer: str, cases: list[Case], marker: str) -> str:
+    """A cell that calls ``answer`` on ``cases`` in the student's kernel and prints the results."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save([(list(c.args), dict(c.kwargs)) for c in cases], buf)
+    blob = base64.b64encode(buf.getvalue()).decode()
+    return f'''def _mmcourse_capture():
+    import base64, io, torch
+    cases = torch.load(io.BytesIO(base64.b64decode("{blob}")), weights_only=True)
+    results = []
+    if "{answer}" not in globals():
+        cases, results = [], [("error", "there is no function named {answer}: keep the original name from the exercise cell")]
+    for args, kwargs in cases:
+        try:
+            value = {answer}(*args, **kwargs)
+            if isinstance(value, torch.Tensor):
+                value = value.detach().cpu()
+            results.append(("ok", value))
+        except NotImplementedError:
+            results.append(("not_implemented", ""))
+        except Exception as err:
+            results.append(("error", type(err).__name__ + ": " + str(err)[:300]))
+    buf = io.BytesIO()
+    try:
+        torch.save(results, buf)
+    except Exception as err:
+        buf = io.BytesIO()
+        torch.save([("error", "your function returned something that is not a tensor, number or list: " + str(err)[:200])], buf)
+    print("MMCOURSE-RESULT {marker} " + base64.b64encode(buf.getvalue()).decode())
+_mmcourse_capture()
+'''
+
+
+def assemble(reference: nbformat.NotebookNode, answers: Answers, seed: int, marker: str) -> Plan:
+    """What the grader runs: the reference set-up cell, then each exercise cell with its capture cell."""
+    import torch
+
+    setup = next(c.source for c in reference.cells if c.cell_type == "code")
+    plan = Plan(setup, [], {}, {}, marker)
+    g = torch.Generator().manual_seed(seed)
+    for ex in answers.notebook.exercises:
+        ex_id = ex["id"]
+        plan.cases[ex_id] = EXERCISES[ex_id].cases(g)
+        sources = answers.sources.get(ex_id, [])
+        if not sources:
+            plan.missing[ex_id] = "exercise cell missing (deleted, or its 'exercise' metadata was changed)"
+        elif len(sources) > 1:
+            plan.missing[ex_id] = f"{len(sources)} cells claim to be this exercise; keep exactly one"
+        elif sources[0] is None:
+            plan.missing[ex_id] = "the exercise cell has no source text (restore it from the released notebook)"
+        else:
+            plan.steps.append(Step(ex_id, "exercise", sources[0]))
+            plan.steps.append(Step(ex_id, "capture", capture_source(answer_name(reference, ex_id), plan.cases[ex_id], marker)))
+    return plan
+
+
+# --------------------------------------------------------------------------------------------- running
+
+
+def run(plan: Plan, start_kernel: Callable[[], Kernel], *, exercise_timeout: float, total_timeout: float,
+        max_starts: int | None = None) -> dict[str, Outcome]:
+    """Run ``plan``; an :class:`Outcome` for every exercise that has steps."""
+    state = _State(plan, exercise_timeout, time.monotonic() + total_timeout)
+    max_starts = max_starts or 2 * len(plan.cases) + 2  # each restart fails an exercise or drops a replay
+    starts = 0
+    while state.pending() and state.left() > 0 and starts < max_starts:
+        starts += 1
+        with start_kernel() as kernel:
+            setup = kernel.execute(plan.setup, state.budget(SETUP_TIMEOUT))
+            if setup.status != "ok" and state.left() > 0:
+                raise GradingError(f"the reference set-up cell failed in the grading kernel "
+                                   f"({setup.status}: {setup.error[:200]})")
+            if setup.status == "ok" and _replay(kernel, state):
+                _advance(kernel, state)
+    _fail_the_rest(state, starts >= max_starts, total_timeout)
+    return state.outcome
+
+
+def _replay(kernel: Kernel, state: _State) -> bool:
+    """Re-run the kept exercise cells in a fresh kernel; False when one of them ended the kernel."""
+    for idx in list(state.kept):
+        step = state.plan.steps[idx]
+        result = kernel.execute(step.source, state.budget(state.exercise_timeout))
+        if result.status == "ok" and not result.flooded:
+            continue
+        if state.left() <= 0:
+            return False
+        state.kept.remove(idx)
+        state.outcome[step.ex_id] = Outcome(
+            "error", f"your exercise cell ran once, then {_what(result)} when it was run again after a kernel restart "
+                     "(it must not depend on an earlier run)")
+        if result.status in ("died", "timeout"):
+            return False
+    return True
+
+
+def _advance(kernel: Kernel, state: _State) -> None:
+    """Run the steps from ``state.position`` on, until the end or until a step ends the kernel."""
+    steps = state.plan.steps
+    while state.position < len(steps):
+        idx = state.position
+        state.position += 1
+        step = steps[idx]
+        if step.ex_id in state.outcome:  # its exercise cell already failed
+            continue
+        result = kernel.execute(step.source, state.budget(state.exercise_timeout))
+        if result.status == "timeout" and state.left() <= 0:
+            state.position = idx  # not the cell's fault: the submission's time is up
+            return
+        state.outcome.update(_judge_run(step, result, state.exercise_timeout))
+        if step.kind == "exercise" and step.ex_id not in state.outcome:
+            state.kept.append(idx)
+        if result.status in ("died", "timeout"):
+            return
+
+
+def _judge_run(step: Step, result: CellRun, exercise_timeout: float) -> dict[str, Outcome]:
+    """The outcome one run of ``step`` settles ({} when an exercise cell ran cleanly)."""
+    if result.status == "died":
+        return {step.ex_id: Outcome("error", "the Python kernel died while running your code "
+                                             "(os._exit, a crash, or out of memory)")}
+    if result.flooded:
+        return {step.ex_id: Outcome("error", f"your code printed more than {OUTPUT_LIMIT // 1_000_000} MB "
+                                             "(or raised an error that long); output is capped, print less")}
+    if result.status == "timeout":
+        return {step.ex_id: Outcome("timeout", f"did not finish within {exercise_timeout:.0f} s (an endless loop?); "
+                                               "later exercises were still graded")}
+    if result.status == "error":
+        what = "your exercise cell raised" if step.kind == "exercise" else "grading your function failed:"
+        return {step.ex_id: Outcome("error", f"{what} {result.error}")}
+    if step.kind == "capture":
+        return {step.ex_id: Outcome("output", result.text)}
+    return {}
+
+
+def _what(result: CellRun) -> str:
+    return {"died": "killed the kernel", "timeout": "ran out of time", "error": f"raised {result.error}"}.get(
+        result.status, "printed too much")
+
+
+def _fail_the_rest(state: _State, too_many_starts: bool, total_timeout: float) -> None:
+    for step in state.plan.steps:
+        if step.ex_id in state.outcome:
+            continue
+        if too_many_starts:
+            why = Outcome("error", "the grading kernel had to be restarted too often; grading stopped before this exercise")
+        else:
+            why = Outcome("timeout", f"the submission's time limit ({total_timeout:.0f} s) ran out before this exercise was graded")
+        state.outcome[step.ex_id] = why
