@@ -137,7 +137,7 @@ def test_a_cell_without_source_fails_only_its_exercise():
 
     plan = runner.assemble(notebook.read(COURSE.root / answers.notebook.path), answers, 0, "m")
     assert "no source text" in plan.missing[EX2_ID]
-    assert [s.ex_id for s in plan.steps] == [EX_ID, EX_ID]
+    assert [(s.ex_id, s.kind) for s in plan.steps] == [(EX_ID, k) for k in ("forget", "exercise", "capture", "restore")]
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -243,44 +243,45 @@ class FakeKernel:
         return CellRun(status, text="MMCOURSE-RESULT" if status == "ok" else "", error="Boom: x" if status == "error" else "")
 
 
-def _plan(names):
+def _plan(names, references=""):
     steps = [runner.Step(n.split(":")[0], n.split(":")[1], n) for n in names]
-    return runner.Plan("setup", steps, {s.ex_id: [] for s in steps}, {}, "m")
+    return runner.Plan("setup", steps, {s.ex_id: [] for s in steps}, {}, "m", references=references)
 
 
 def _run(names, behaviour, **kw):
     log = []
     FakeKernel.starts = 0
-    outcome = runner.run(_plan(names), lambda: FakeKernel(log, behaviour), exercise_timeout=kw.pop("exercise_timeout", 5),
+    plan = _plan(names, kw.pop("references", ""))
+    outcome = runner.run(plan, lambda: FakeKernel(log, behaviour), exercise_timeout=kw.pop("exercise_timeout", 5),
                          total_timeout=kw.pop("total_timeout", 60), **kw)
     return outcome, log
 
 
-def test_a_cell_that_dies_on_replay_is_dropped_and_position_never_moves_back():
-    names = ["a:exercise", "a:capture", "b:exercise", "b:capture", "c:exercise", "c:capture"]
-    behaviour = {
-        "a:exercise": lambda n: "ok" if n == 1 else "died",  # dies on every replay
-        "a:capture": lambda n: "ok",
-        "b:exercise": lambda n: "died",
-        "b:capture": lambda n: "ok",
-        "c:exercise": lambda n: "ok",
-        "c:capture": lambda n: "ok",
-    }
-    outcome, log = _run(names, behaviour)
-    assert FakeKernel.starts == 3
-    assert outcome["a"].kind == "error" and "ran once, then killed the kernel" in outcome["a"].text
+def test_a_dead_kernel_costs_one_exercise_and_no_student_cell_runs_twice():
+    """Each kernel defines the reference solutions after the set-up; a death costs its exercise only, the
+    next kernel goes on after it, and no student cell is ever replayed (the position never moves back)."""
+    names = [f"{e}:{kind}" for e in "abc" for kind in ("exercise", "capture", "restore")]
+    behaviour = {n: (lambda k: "ok") for n in names}
+    behaviour["refs"] = lambda k: "ok"
+    behaviour["a:exercise"] = lambda k: "ok" if k == 1 else "died"  # would die if it were ever run again
+    behaviour["b:exercise"] = lambda k: "died"
+    outcome, log = _run(names, behaviour, references="refs")
+    assert FakeKernel.starts == 2
+    assert outcome["a"].kind == "output" and outcome["c"].kind == "output"
     assert outcome["b"].kind == "error" and "died" in outcome["b"].text
-    assert outcome["c"].kind == "output"
-    firsts = [names.index(c) for c in dict.fromkeys(c for c in log if c != "setup")]
-    assert firsts == sorted(firsts), "every step runs for the first time in order"
-    assert log.count("b:exercise") == 1 and log.count("c:exercise") == 1
+    assert log.count("setup") == 2 and log.count("refs") == 2
+    assert all(log[log.index("setup", i) + 1] == "refs" for i, c in enumerate(log) if c == "setup")
+    student = [c for c in log if c.split(":")[-1] in ("exercise", "capture")]
+    assert len(student) == len(set(student)), "no student cell runs twice"
+    assert [names.index(c) for c in student] == sorted(names.index(c) for c in student)
+    assert "b:capture" not in log and "c:restore" in log
 
 
 def test_restarts_are_capped_and_every_exercise_ends():
     names = [f"e{i}:{kind}" for i in range(5) for kind in ("exercise", "capture")]
     outcome, log = _run(names, {n: (lambda k: "died") for n in names})
     assert set(outcome) == {f"e{i}" for i in range(5)}
-    assert FakeKernel.starts <= 2 * 5 + 2
+    assert FakeKernel.starts <= 3 * 5 + 2
     outcome, _ = _run(names, {n: (lambda k: "died") for n in names}, max_starts=2)
     assert sum("restarted too often" in o.text for o in outcome.values()) == 3
 

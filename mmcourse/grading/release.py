@@ -42,11 +42,31 @@ def student_version(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return out
 
 
+def _speaker_notes(cell: nbformat.NotebookNode) -> bool:
+    """A cell of slide type "notes": what the instructor says while presenting ("Instructor: ...")."""
+    return cell.metadata.get("slideshow", {}).get("slide_type") == "notes"
+
+
+def _how_to_work(notebook_id: str) -> str:
+    return (
+        "**How to work in this notebook.** The cells tagged `exercise` (each holds a function that raises "
+        "`NotImplementedError`) are yours to edit; every other cell is read-only, and JupyterLab silently "
+        "refuses edits and deletions there. *Run All* runs the whole lesson: the check cell after each exercise "
+        "marks it in place (amber: not done yet, red: wrong, with what is wrong; ✓: right) and the notebook goes "
+        f'on. Stuck? `check.hint("{notebook_id}.name")` gives the hint of an exercise. Hand in this `.ipynb` '
+        "file; each exercise is graded alone, on hidden inputs."
+    )
+
+
 def released_notebook(nb: nbformat.NotebookNode, notebook_id: str, version: str) -> nbformat.NotebookNode:
-    """The student version as it is handed out: stubs, no outputs, exercise cells tagged with their id,
-    every other cell read-only (JupyterLab and Notebook honour ``editable``/``deletable``), and
-    ``metadata.mmcourse`` naming the notebook so the grader knows what it is grading."""
+    """The student version as it is handed out: stubs, no outputs, no speaker notes, a first note on which
+    cells are the student's, exercise cells tagged with their id, every other cell read-only (JupyterLab
+    and Notebook honour ``editable``/``deletable``), and ``metadata.mmcourse`` naming the notebook so the
+    grader knows what it is grading."""
     out = student_version(nb)
+    out.cells = [c for c in out.cells if not _speaker_notes(c)]  # instructors' notes stay with the instructors
+    first_markdown = next((i for i, c in enumerate(out.cells) if c.cell_type == "markdown"), -1)
+    out.cells.insert(first_markdown + 1, nbformat.v4.new_markdown_cell(_how_to_work(notebook_id)))
     for cell in out.cells:
         cell.metadata.pop("lines_to_next_cell", None)
         ex_id = cell.metadata.get("exercise")

@@ -75,8 +75,12 @@ def csv_safe(value: object) -> object:
     return value
 
 
+GRADED_ALONE = ("each exercise is graded alone: while one exercise is judged, every other exercise's function "
+                "is the reference solution, so one mistake costs one exercise")
+
+
 def report_json(results: list[SubmissionResult], sandbox: str | None = None) -> str:
-    doc: dict = {"submissions": [asdict(r) for r in results]}
+    doc: dict = {"rule": GRADED_ALONE, "submissions": [asdict(r) for r in results]}
     if sandbox is not None:
         doc["sandbox"] = sandbox
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
@@ -95,18 +99,30 @@ def report_csv(results: list[SubmissionResult]) -> str:
 
 
 def table(results: list[SubmissionResult]) -> str:
-    """A per-student, per-exercise table for the terminal (only cleaned text reaches it)."""
-    ids = sorted({e.id for r in results for e in r.exercises})
-    head = ["student", "nb", *ids, "score", "note"]
-    rows = []
+    """A per-student, per-exercise table for the terminal, exercises in notebook order, then every note in
+    full, one line each (only cleaned text reaches it)."""
+    order: dict[str, tuple[str, int]] = {}
+    for r in results:
+        for i, e in enumerate(r.exercises):
+            order.setdefault(e.id, (e.id.split(".")[0], i))
+    ids = sorted(order, key=order.__getitem__)
+    head = ["student", "nb", *ids, "score"]
+    rows, notes = [], []
     for r in results:
         by_id = {e.id: e for e in r.exercises}
         cells = [_cell(by_id[i]) if i in by_id else "" for i in ids]
-        note = r.error or "; ".join(f"{e.id}: {e.message}" for e in r.exercises if e.status != "passed")
-        rows.append([clean(r.student, 40), clean(r.notebook or "-", 10), *cells, f"{r.score}/{r.max_score}", clean(note, 120)])
+        rows.append([clean(r.student, 40), clean(r.notebook or "-", 10), *cells, f"{r.score}/{r.max_score}"])
+        if r.error:
+            notes.append(f"{clean(r.student, 40)}: {clean(r.error, 2000)}")
+        notes += [f"{clean(r.student, 40)} {e.id} ({e.status}): {clean(e.message, 2000)}"
+                  for e in r.exercises if e.status != "passed"]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     fmt = lambda row: "  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip()  # noqa: E731
-    return "\n".join([fmt(head), fmt(["-" * w for w in widths]), *map(fmt, rows)])
+    lines = [fmt(head), fmt(["-" * w for w in widths]), *map(fmt, rows)]
+    if notes:
+        lines += ["", "notes (each exercise is graded alone: the others are the reference solutions meanwhile):",
+                  *(f"  {n}" for n in notes)]
+    return "\n".join(lines)
 
 
 def _cell(e) -> str:

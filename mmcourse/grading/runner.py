@@ -1,12 +1,17 @@
 """Running a submission's exercise cells in grading kernels, bounded in time and in restarts.
 
-The grader runs, in a fresh kernel: the reference set-up cell, then for each exercise the student's
-exercise cell followed by a *capture cell* that calls the student's function on the hidden cases and
-prints the results (see :mod:`mmcourse.grading.judge`). When a cell kills the kernel or runs out of time,
-that exercise fails and a fresh kernel replays the set-up cell and the exercise cells that ran cleanly
-(later answers may call earlier ones), then goes on **after** the failed cell: the position never moves
-backwards. A cell that fails on replay is dropped and its exercise fails too, so every restart removes
-something and restarts are finite; they are capped besides, and the whole submission has a time limit.
+The grader runs, in a fresh kernel: the reference set-up cell, then the **reference solution of every
+exercise**, then for each exercise k the student's exercise cell, a *capture cell* that calls the student's
+function on the hidden cases and prints the results (see :mod:`mmcourse.grading.judge`), and the reference
+cell of exercise k again (the reference function of k is removed before the student's cell runs, so an
+answer that defines no function gets no credit). So while exercise k is judged, every other exercise's function is the reference
+version: each exercise is graded alone, and one mistake (an endless loop, a crash, a wrong answer that a
+later exercise calls) costs one exercise.
+
+When a cell kills the kernel or runs out of time, that exercise fails and a fresh kernel runs the set-up
+and the reference solutions again, then goes on **after** the failed cell: the position never moves
+backwards and no student cell ever runs twice, so restarts are finite; they are capped besides, and the
+whole submission has a time limit.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from mmcourse.grading.kernel import OUTPUT_LIMIT, CellRun, Kernel
 from mmcourse.grading.submission import Answers
 
 SETUP_TIMEOUT = 300  # the reference set-up cell (imports) gets its own, generous limit
+JUDGED = ("exercise", "capture")  # the steps that run the student's code
 
 
 class GradingError(RuntimeError):
@@ -37,7 +43,7 @@ class Step:
     """One cell to run: the student's exercise cell, or the capture cell that follows it."""
 
     ex_id: str
-    kind: str  # "exercise" | "capture"
+    kind: str  # "forget" (the reference function's name) | "exercise" | "capture" | "restore" (the reference again)
     source: str
 
 
@@ -48,6 +54,7 @@ class Plan:
     cases: dict[str, list[Case]]
     missing: dict[str, str]  # exercise id -> why it cannot be run
     marker: str
+    references: str = ""  # every exercise's reference solution, run after the set-up in each kernel
 
 
 @dataclass
@@ -64,7 +71,6 @@ class _State:
     exercise_timeout: float
     deadline: float
     outcome: dict[str, Outcome] = field(default_factory=dict)
-    kept: list[int] = field(default_factory=list)  # steps replayed by a fresh kernel
     position: int = 0  # the next step to run; only ever increases
 
     def left(self) -> float:
@@ -74,7 +80,7 @@ class _State:
         return max(0.0, min(limit, self.left()))
 
     def pending(self) -> bool:
-        return any(s.ex_id not in self.outcome for s in self.plan.steps[self.position:])
+        return any(s.ex_id not in self.outcome and s.kind in JUDGED for s in self.plan.steps[self.position:])
 
 
 # --------------------------------------------------------------------------------------------- assembling
@@ -124,11 +130,13 @@ _mmcourse_capture()
 
 
 def assemble(reference: nbformat.NotebookNode, answers: Answers, seed: int, marker: str) -> Plan:
-    """What the grader runs: the reference set-up cell, then each exercise cell with its capture cell."""
+    """What the grader runs: the reference set-up cell and solutions, then each exercise cell with its
+    capture cell and the reference cell again."""
     import torch
 
     setup = next(c.source for c in reference.cells if c.cell_type == "code")
-    plan = Plan(setup, [], {}, {}, marker)
+    solutions = {ex_id: reference.cells[idx].source for ex_id, idx in notebook.exercise_cells(reference).items()}
+    plan = Plan(setup, [], {}, {}, marker, references="\n\n".join(solutions.values()))
     g = torch.Generator().manual_seed(seed)
     for ex in answers.notebook.exercises:
         ex_id = ex["id"]
@@ -141,8 +149,12 @@ def assemble(reference: nbformat.NotebookNode, answers: Answers, seed: int, mark
         elif sources[0] is None:
             plan.missing[ex_id] = "the exercise cell has no source text (restore it from the released notebook)"
         else:
+            # the student's cell must define the function itself: the reference's is forgotten first
+            # (a separate cell, so that a student cell that does not even compile cannot skip it)
+            plan.steps.append(Step(ex_id, "forget", f"globals().pop({answer_name(reference, ex_id)!r}, None)"))
             plan.steps.append(Step(ex_id, "exercise", sources[0]))
             plan.steps.append(Step(ex_id, "capture", capture_source(answer_name(reference, ex_id), plan.cases[ex_id], marker)))
+            plan.steps.append(Step(ex_id, "restore", solutions[ex_id]))
     return plan
 
 
@@ -153,7 +165,7 @@ def run(plan: Plan, start_kernel: Callable[[], Kernel], *, exercise_timeout: flo
         max_starts: int | None = None) -> dict[str, Outcome]:
     """Run ``plan``; an :class:`Outcome` for every exercise that has steps."""
     state = _State(plan, exercise_timeout, time.monotonic() + total_timeout)
-    max_starts = max_starts or 2 * len(plan.cases) + 2  # each restart fails an exercise or drops a replay
+    max_starts = max_starts or 3 * len(plan.cases) + 2  # each start is paid for by a cell that never runs again
     starts = 0
     while state.pending() and state.left() > 0 and starts < max_starts:
         starts += 1
@@ -162,28 +174,22 @@ def run(plan: Plan, start_kernel: Callable[[], Kernel], *, exercise_timeout: flo
             if setup.status != "ok" and state.left() > 0:
                 raise GradingError(f"the reference set-up cell failed in the grading kernel "
                                    f"({setup.status}: {setup.error[:200]})")
-            if setup.status == "ok" and _replay(kernel, state):
+            if setup.status == "ok" and _define_references(kernel, state):
                 _advance(kernel, state)
     _fail_the_rest(state, starts >= max_starts, total_timeout)
     return state.outcome
 
 
-def _replay(kernel: Kernel, state: _State) -> bool:
-    """Re-run the kept exercise cells in a fresh kernel; False when one of them ended the kernel."""
-    for idx in list(state.kept):
-        step = state.plan.steps[idx]
-        result = kernel.execute(step.source, state.budget(state.exercise_timeout))
-        if result.status == "ok" and not result.flooded:
-            continue
-        if state.left() <= 0:
-            return False
-        state.kept.remove(idx)
-        state.outcome[step.ex_id] = Outcome(
-            "error", f"your exercise cell ran once, then {_what(result)} when it was run again after a kernel restart "
-                     "(it must not depend on an earlier run)")
-        if result.status in ("died", "timeout"):
-            return False
-    return True
+def _define_references(kernel: Kernel, state: _State) -> bool:
+    """Define every exercise's reference solution in a fresh kernel (False when time ran out)."""
+    if not state.plan.references:
+        return True
+    result = kernel.execute(state.plan.references, state.budget(SETUP_TIMEOUT))
+    if result.status == "ok" and not result.flooded:
+        return True
+    if state.left() <= 0:
+        return False
+    raise GradingError(f"the reference solutions failed in the grading kernel ({result.status}: {result.error[:200]})")
 
 
 def _advance(kernel: Kernel, state: _State) -> None:
@@ -193,15 +199,14 @@ def _advance(kernel: Kernel, state: _State) -> None:
         idx = state.position
         state.position += 1
         step = steps[idx]
-        if step.ex_id in state.outcome:  # its exercise cell already failed
+        if step.ex_id in state.outcome and step.kind in JUDGED:  # its exercise cell already failed
             continue
         result = kernel.execute(step.source, state.budget(state.exercise_timeout))
         if result.status == "timeout" and state.left() <= 0:
             state.position = idx  # not the cell's fault: the submission's time is up
             return
-        state.outcome.update(_judge_run(step, result, state.exercise_timeout))
-        if step.kind == "exercise" and step.ex_id not in state.outcome:
-            state.kept.append(idx)
+        if step.kind in JUDGED:  # forgetting or restoring the reference settles nothing about the student
+            state.outcome.update(_judge_run(step, result, state.exercise_timeout))
         if result.status in ("died", "timeout"):
             return
 
@@ -225,14 +230,9 @@ def _judge_run(step: Step, result: CellRun, exercise_timeout: float) -> dict[str
     return {}
 
 
-def _what(result: CellRun) -> str:
-    return {"died": "killed the kernel", "timeout": "ran out of time", "error": f"raised {result.error}"}.get(
-        result.status, "printed too much")
-
-
 def _fail_the_rest(state: _State, too_many_starts: bool, total_timeout: float) -> None:
     for step in state.plan.steps:
-        if step.ex_id in state.outcome:
+        if step.ex_id in state.outcome or step.kind not in JUDGED:
             continue
         if too_many_starts:
             why = Outcome("error", "the grading kernel had to be restarted too often; grading stopped before this exercise")
