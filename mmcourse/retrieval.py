@@ -60,3 +60,14 @@ def recall_table(image_emb: Tensor, text_emb: Tensor, relevant: Tensor, ks: tupl
         "image→text": {k: recall_at_k(sim, k, relevant) for k in ks},
         "text→image": {k: recall_at_k(sim.T, k, relevant.T) for k in ks},
     }
+
+
+def analogy_search(image_emb: Tensor, minus_emb: Tensor, plus_emb: Tensor, gallery_emb: Tensor, k: int) -> Tensor:
+    """Vector arithmetic across modalities (Kiros et al.): the ``k`` gallery items nearest to
+    image - minus + plus, each of the three terms first scaled to unit length so that each counts once.
+
+    ``image_emb``, ``minus_emb``, ``plus_emb`` (Q, D), one row per query; ``gallery_emb`` (G, D).
+    Returns (Q, k) gallery indices, most cosine-similar first.
+    """
+    query = F.normalize(image_emb, dim=1) - F.normalize(minus_emb, dim=1) + F.normalize(plus_emb, dim=1)
+    return retrieve(cosine_similarity(query, gallery_emb), k)

@@ -156,6 +156,79 @@ def template_accuracies(model, image_features: Tensor, labels: Tensor, classname
     return out
 
 
+def select_templates(template_embeddings: Tensor, image_features: Tensor, labels: Tensor) -> list[int]:
+    """Sequential forward selection of prompt templates on labelled images, as CLIP's authors chose 7 of
+    their 80 ImageNet templates.
+
+    ``template_embeddings`` (C, T, D) text embeddings of C classes under T templates; ``image_features``
+    (N, D) and ``labels`` (N,) a labelled validation set. Start with no template; at each step add the
+    template whose addition gives the ensembled classifier (``ensemble``) the most correct predictions
+    (ties: the lowest template index); stop when no template adds a correct prediction. Returns the
+    chosen template indices in the order they were chosen.
+    """
+    if not isinstance(template_embeddings, Tensor) or template_embeddings.ndim != 3:
+        raise ValueError("template_embeddings must be (C, T, D)")
+    labels = torch.as_tensor(labels)
+    chosen: list[int] = []
+    best = -1
+    while len(chosen) < template_embeddings.shape[1]:
+        correct = {}
+        for t in range(template_embeddings.shape[1]):
+            if t not in chosen:
+                logits = logits_from_features(image_features, ensemble(template_embeddings[:, chosen + [t]]))
+                correct[t] = int((logits.argmax(dim=1).cpu() == labels.cpu()).sum())
+        pick = max(correct, key=lambda t: (correct[t], -t))
+        if correct[pick] <= best:
+            break
+        chosen.append(pick)
+        best = correct[pick]
+    return chosen
+
+
+def probe_objective(features: Tensor, labels: Tensor, weight: Tensor, bias: Tensor, weight_decay: float) -> Tensor:
+    """The linear probe's training objective: mean cross-entropy of ``features @ weight.T + bias`` over the
+    N examples, plus ``weight_decay * ||weight||^2`` (the bias is not penalised). (N, D), (N,), (C, D), (C,).
+
+    With a leading batch dimension (B probes: (B, N, D), (B, N), (B, C, D), (B, C)) it is the sum of the B
+    probes' objectives."""
+    labels = torch.as_tensor(labels)
+    logits = features @ weight.transpose(-1, -2) + bias.unsqueeze(-2)  # (..., N, C)
+    fit = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="sum") / labels.shape[-1]
+    return fit + weight_decay * weight.pow(2).sum()
+
+
+def linear_probe(features: Tensor, labels: Tensor, num_classes: int, *, weight_decay: float = 1e-3,
+                 max_iter: int = 200) -> tuple[Tensor, Tensor]:
+    """A linear probe (multinomial logistic regression on frozen features), as CLIP's paper evaluates
+    representations: the (C, D) weight and (C,) bias that minimise ``probe_objective``, by L-BFGS from zero
+    in float64 (the objective is convex, so any good optimiser reaches the same minimum).
+
+    ``features`` (N, D), ``labels`` (N,) long in [0, num_classes). Every class needs at least one example
+    (an absent class's best bias is minus infinity). Several probes of the same size fit at once when the
+    inputs carry a batch dimension, (B, N, D) and (B, N) -> (B, C, D) and (B, C): their objectives are
+    independent, so minimising the sum minimises each, in one optimiser run instead of B."""
+    x = features.detach().double().cpu()
+    y = torch.as_tensor(labels).long().cpu()
+    if x.ndim not in (2, 3) or y.shape != x.shape[:-1]:
+        raise ValueError(f"expected features (N, D) and labels (N,) (or (B, N, D) and (B, N)), got {tuple(x.shape)} "
+                         f"and {tuple(y.shape)}")
+    if y.min() < 0 or y.max() >= num_classes:
+        raise ValueError(f"labels must lie in [0, {num_classes}), got [{int(y.min())}, {int(y.max())}]")
+    batch = x.shape[:-2]
+    weight = torch.zeros(*batch, num_classes, x.shape[-1], dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(*batch, num_classes, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([weight, bias], max_iter=max_iter, line_search_fn="strong_wolfe", history_size=20)
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = probe_objective(x, y, weight, bias, weight_decay)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return weight.detach(), bias.detach()
+
+
 def color_shape_classes() -> list[tuple[str, str]]:
     """The 64 (colour, shape) classes of the shapes world, seen and held-out alike."""
     return combos_for("all")

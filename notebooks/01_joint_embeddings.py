@@ -19,10 +19,11 @@
 # **In this notebook you will**
 #
 # 1. see why independent class labels limit a classifier, and recognise a class *never seen in training* from its attributes;
-# 2. see that two separately trained encoders live in incompatible spaces;
+# 2. compute **cosine similarities** and measure retrieval with **Recall@K**, and see that two separately
+#    trained encoders live in incompatible spaces;
 # 3. tell a **joint** representation from a **coordinated** one, and coordinate two views with linear **CCA**;
-# 4. compute **cosine similarities** and measure cross-modal retrieval with **Recall@K**, both ways;
-# 5. do vector arithmetic across modalities: the image of a blue square − "blue" + "red".
+# 4. retrieve across modalities, both ways;
+# 5. do vector arithmetic across modalities: the image of a blue square − "blue" + "red", and a pair never seen.
 #
 # About 45 minutes. Everything runs on a laptop CPU in under a minute; the one model that takes
 # minutes to train ships with the course (`mmcourse train attributes_shapes` rebuilds it).
@@ -56,11 +57,14 @@ device = mmcourse.start(seed=0)
 # independent: confusing a robin with a crow costs as much as confusing it with a truck, and a
 # class that had no training images can never be predicted. The lecture's birds make the point:
 #
-# | bird | head | belly |
+# | bird | head | breast and belly |
 # | --- | --- | --- |
-# | American robin | white | white |
+# | American robin | dark grey to black | orange-red (white only low on the belly and under the tail) |
 # | crow | black | black |
 # | painted bunting (male) | blue | red |
+#
+# (The lecture's slide gives the robin a white head and a white belly. The slide is illustrative and wrong
+# on that point: a real American robin has a dark head and an orange-red breast, as corrected above.)
 #
 # Described by **attributes**, a bird we never saw is just a new combination of things we *have*
 # seen. That is the original zero-shot learning recipe:
@@ -143,18 +147,21 @@ for key in ("seen_photo", "heldout_photo"):
 # $$\cos(\mathbf a, \mathbf b) = \frac{\mathbf a^\top \mathbf b}{\lVert\mathbf a\rVert\,\lVert\mathbf b\rVert}$$
 #
 # It ignores length and compares direction only: two vectors pointing the same way score 1, orthogonal
-# ones 0, opposite ones −1. For a set of *N* vectors against a set of *M*, normalise every row to unit
-# length; then one matrix product gives all *N × M* similarities.
+# ones 0, opposite ones −1. The formula compares two vectors; classification and retrieval compare every
+# query with every item of a gallery, thousands of pairs at once.
 #
 # **Exercise 01.cosine** (2 points). Write `cosine_similarity_matrix(a, b)` for `a` of shape `(N, D)`
-# and `b` of shape `(M, D)`, returning the `(N, M)` matrix of cosine similarities.
+# and `b` of shape `(M, D)`: the `(N, M)` matrix whose entry *(i, j)* is cos(**a**ᵢ, **b**ⱼ), without a
+# Python loop over the pairs. A row of zeros has no direction (it happens: the bag of words of a caption
+# whose words are all unknown is all zeros); its similarities must come out as 0, not NaN.
+# Stuck? `check.hint("01.cosine")` gives a hint.
 
 # %% exercise="01.cosine"
 def cosine_similarity_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """(N, D), (M, D) -> (N, M) cosine similarities."""
     ### BEGIN SOLUTION
-    a = a / a.norm(dim=1, keepdim=True)
-    b = b / b.norm(dim=1, keepdim=True)
+    a = a / a.norm(dim=1, keepdim=True).clamp_min(1e-12)  # a zero row stays zero
+    b = b / b.norm(dim=1, keepdim=True).clamp_min(1e-12)
     return a @ b.T
     ### END SOLUTION
 
@@ -163,26 +170,27 @@ def cosine_similarity_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 check.exercise("01.cosine", cosine_similarity_matrix)
 
 # %% [markdown]
-# **Exercise 01.attributes** (3 points). Write `predict_class(attribute_scores, signatures)`: given
-# predicted attribute scores `(N, A)` and the class signatures `(C, A)`, return the index `(N,)` of
-# the class whose signature is most cosine-similar to each row. The tested version of your
-# function lives in the package as `mmcourse.attributes.predict_by_signature`; the rest of the notebook uses that.
+# **The worked version.** Divide each row by its length and every dot product of two unit rows is a
+# cosine, so one matrix product of the normalised rows, `â @ b̂ᵀ`, gives all *N × M* of them. Clamping
+# each length from below by a tiny ε (what `torch.nn.functional.normalize` does) keeps a zero row at 0
+# instead of 0 / 0. The package's `mmcourse.retrieval.cosine_similarity` is exactly that; here it is
+# against the formula, pair by pair:
 
-# %% exercise="01.attributes"
-def predict_class(attribute_scores: torch.Tensor, signatures: torch.Tensor) -> torch.Tensor:
-    """(N, A) scores, (C, A) signatures -> (N,) long: the most similar class for each row."""
-    ### BEGIN SOLUTION
-    return cosine_similarity_matrix(attribute_scores, signatures).argmax(dim=1)
-    ### END SOLUTION
+# %%
+from mmcourse.retrieval import cosine_similarity
 
-
-# %% tags=["check"]
-check.exercise("01.attributes", predict_class)
+a, b = torch.randn(3, 5), torch.randn(4, 5)
+a[1] = 0.0  # a vector with no direction
+pairwise = torch.tensor([[(x @ y / (x.norm() * y.norm())).item() if x.any() else 0.0 for y in b] for x in a])
+torch.testing.assert_close(cosine_similarity(a, b), pairwise)
+print("one matrix product = the formula, pair by pair:\n", cosine_similarity(a, b))
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ### Recognising classes never seen
 #
-# All 64 colour–shape classes get a signature: a one-hot colour next to a one-hot shape. We compare
+# All 64 colour–shape classes get a signature: a one-hot colour next to a one-hot shape.
+# `mmcourse.attributes.predict_by_signature(probs, signatures)` is step 3 of the recipe: for each image,
+# the class whose signature is most cosine-similar to the predicted attribute probabilities. We compare
 # with a **label classifier**: a linear layer on the same image features, trained on the 56 seen
 # classes. It cannot even name a held-out class.
 
@@ -258,35 +266,120 @@ plt.show()
 # Attributes must be designed by hand. Captions are free: people write them anyway. Can we put
 # images and captions in one space, so that a caption lands next to the images it describes?
 #
-# We already have an image encoder (the attribute model's 128-dimensional features) and a text encoder
-# is easy to write: a **bag of words**, counting each vocabulary word (CLIP's authors found bag-of-words
-# text encoders surprisingly strong). But the two live in different spaces: different sizes, different
-# axes. Even squeezed to the same size, their similarities mean nothing.
+# We have an image encoder: the attribute model's 128-dimensional features. A text encoder can be trained
+# the same way. Give every vocabulary word a 128-dimensional vector and add up the vectors of a caption's
+# words: a linear layer on the caption's **bag of words**, its word counts (CLIP's authors found
+# bag-of-words text encoders surprisingly strong). Put two small heads on top and train it to read the
+# colour and the shape from the caption, with the loss the image model was trained with. Same size, same
+# labels; each encoder trained on its own modality.
 
 # %%
 from mmcourse.models import bag_of_words
-from mmcourse.retrieval import cosine_similarity, recall_at_k
+
+torch.manual_seed(0)
+bow_train = bag_of_words(train.captions)  # (2000, vocabulary size): how often each word occurs
+text_encoder = torch.nn.Linear(bow_train.shape[1], 128)  # a 128-d vector per word, summed (plus a bias)
+text_model = torch.nn.Sequential(text_encoder, torch.nn.Linear(128, len(COLORS) + len(SHAPES)))  # + the two heads
+text_losses = fit(
+    text_model,
+    lambda model, batch: AttributePredictor.loss(model(batch[0]), batch[1], batch[2]),
+    batches_of((bow_train, train.color_ids, train.shape_ids), batch_size=128),
+    steps=200,
+    lr=1e-2,
+    desc="text encoder",
+)
 
 gallery = make_shapes(1000, seed=6, split="all")  # every pair, seen and held out
 with torch.no_grad():
-    img_feats = attr_model.features(gallery.images).double()  # (1000, 128)
-txt_feats = bag_of_words(gallery.captions).double()  # (1000, vocabulary size)
+    img_feats = attr_model.features(gallery.images).double()  # (1000, 128) from the image encoder
+    txt_feats = text_encoder(bag_of_words(gallery.captions)).double()  # (1000, 128) from the text encoder
+    txt_attr = AttributePredictor.attribute_probs(text_model(bag_of_words(gallery.captions)))
+read = (txt_attr[:, :len(COLORS)].argmax(1) == gallery.color_ids) & (txt_attr[:, len(COLORS):].argmax(1) == gallery.shape_ids)
+print(f"text encoder: loss {text_losses[0]:.2f} -> {text_losses[-1]:.4f} in {len(text_losses)} steps; reads colour "
+      f"and shape right from {read.float().mean():.1%} of the gallery's captions")
 print("image features", tuple(img_feats.shape), "| text features", tuple(txt_feats.shape))
 
-# make the sizes agree with a random projection of the text features: dimensions agree, meaning does not
-g = torch.Generator().manual_seed(0)
-random_proj = torch.randn(txt_feats.shape[1], img_feats.shape[1], generator=g, dtype=torch.float64)
-sim_unaligned = cosine_similarity(img_feats, txt_feats @ random_proj)
+# %% [markdown] slideshow={"slide_type": "slide"}
+# ### Measuring alignment: Recall@K
+#
+# If the two spaces were one, each image's own caption would be its nearest caption. Retrieval is scored
+# with **Recall@K**: the fraction of queries that find a correct item among their *K* most similar items
+# (the lecture lists R@1, R@5 and R@10 for image–text retrieval). With one correct item per query, query
+# *i*'s own caption, the correct items form the diagonal of the similarity matrix. In our world, though,
+# many images share a meaning: a red square is described just as well by any other red-square caption. So
+# a query may have several correct items, marked in a boolean matrix `relevant` (here: the same colour and
+# the same shape).
+#
+# **Exercise 01.recall** (3 points). Write `my_recall_at_k(similarity, k, relevant)`. Row *i* of
+# `similarity` `(N, M)` holds query *i*'s similarity to each of *M* gallery items, and `relevant[i, j]`
+# says whether item *j* is a correct answer for query *i*. Return the fraction of queries (a Python
+# float) that have at least one relevant item among their *k* most similar items. Be pessimistic about
+# ties: an irrelevant item that scores exactly as high as a relevant one ranks ahead of it (otherwise a
+# model that maps everything to one point would look perfect). A query with no relevant item is never found.
+
+# %% exercise="01.recall"
+def my_recall_at_k(similarity: torch.Tensor, k: int, relevant: torch.Tensor) -> float:
+    """(N, M) similarities, (N, M) bool relevance -> fraction of rows with a relevant item in their top k."""
+    ### BEGIN SOLUTION
+    best = similarity.masked_fill(~relevant, float("-inf")).amax(dim=1)  # the best relevant score per query
+    ahead = ((similarity >= best[:, None]) & ~relevant).sum(dim=1)  # irrelevant items at least as high
+    return ((ahead < k) & relevant.any(dim=1)).float().mean().item()
+    ### END SOLUTION
+
+
+# %% tags=["check"]
+check.exercise("01.recall", my_recall_at_k)
+
+# %% [markdown]
+# **The worked version.** A query is found as soon as its *best* relevant item makes the top *k*. So take
+# the highest score among each row's relevant items (mask the others with −∞ first: a zero would beat
+# negative similarities), count the irrelevant items that score at least that much, and compare the count
+# with *k*. That is `mmcourse.retrieval.recall_at_k(similarity, k, relevant)`, used from here on (without
+# `relevant`, the diagonal is the only correct item). On three queries and four items:
+
+# %%
+from mmcourse.retrieval import recall_at_k
+
+sim = torch.tensor([[0.9, 0.8, 0.1, 0.3], [0.2, 0.4, 0.4, 0.1], [0.5, 0.6, 0.7, 0.8]])
+rel = torch.tensor([[False, True, False, True], [False, False, True, False], [True, False, False, False]])
+best = sim.masked_fill(~rel, float("-inf")).amax(dim=1)
+ahead = ((sim >= best[:, None]) & ~rel).sum(dim=1)
+for i in range(3):
+    print(f"query {i}: best relevant score {best[i]:.1f}, irrelevant items at least as high: {ahead[i]}")
+print("Recall@1, @2, @4:", [recall_at_k(sim, k, rel) for k in (1, 2, 4)])
+
+# %% [markdown]
+# Now the two encoders. Each gallery image is a query; the captions are the gallery; the relevant captions
+# are those of images with the same colour and shape. Section 1's attribute space is measured the same
+# way: both encoders' heads output probabilities for the same 16 named attributes.
+
+# %%
+gallery_class = class_index(gallery, classes)  # (1000,) index of each image's colour-shape pair
+relevant = gallery_class[:, None] == gallery_class[None, :]  # (1000, 1000): same colour and shape
+sim_unaligned = cosine_similarity(img_feats, txt_feats)
+with torch.no_grad():
+    img_attr = attr_model.attribute_probs(attr_model(gallery.images))
 
 fig, ax = plt.subplots(figsize=(4, 3.4))
 im = ax.imshow(sim_unaligned[:12, :12].numpy(), cmap="viridis")
 ax.set_xlabel("caption j")
 ax.set_ylabel("image i")
-ax.set_title("cosine(image i, caption j), unaligned\n(matching pairs are on the diagonal)")
+ax.set_title("cosine(image i, caption j), two encoders\n(matching pairs are on the diagonal)")
 fig.colorbar(im, ax=ax)
 plt.tight_layout()
 plt.show()
-print(f"image -> caption Recall@1 unaligned: {recall_at_k(sim_unaligned, 1):.3f} (chance {1 / len(gallery):.3f})")
+print(f"image -> caption R@1 in the two encoders' feature spaces: {recall_at_k(sim_unaligned, 1, relevant):.3f} "
+      f"(a random ranking: {relevant.float().mean():.3f})")
+print(f"image -> caption R@1 in the attribute space (the heads' outputs): "
+      f"{recall_at_k(cosine_similarity(img_attr, txt_attr), 1, relevant):.3f}")
+
+# %% [markdown] slideshow={"slide_type": "fragment"}
+# Same size, same training labels, and still the features are strangers: feature 17 of the image encoder
+# and feature 17 of the text encoder mean unrelated things, because nothing ties the axes of one network to
+# the axes of the other, and retrieval between them is at chance. Their *outputs* do agree, because both
+# heads were trained on the same 16 named attributes: an attribute space is a shared space designed by
+# hand, section 1's idea. Coordinating two spaces without naming their axes, from paired examples alone,
+# is what the rest of this notebook (and CLIP) does.
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## 3 · Joint or coordinated?
@@ -310,7 +403,8 @@ print(f"image -> caption Recall@1 unaligned: {recall_at_k(sim_unaligned, 1):.3f}
 import time
 
 torch.manual_seed(0)
-txt_train = bag_of_words(train.captions)
+with torch.no_grad():
+    txt_train = text_encoder(bow_train)  # (2000, 128): the text encoder's features of the training captions
 img_train = feats_train
 joint = torch.nn.Sequential(torch.nn.Linear(img_train.shape[1] + txt_train.shape[1], 64), torch.nn.ReLU(), torch.nn.Linear(64, 1))
 opt = torch.optim.Adam(joint.parameters(), lr=3e-3)
@@ -331,10 +425,8 @@ with torch.no_grad():
     pairs = torch.cat([img_feats[:n].float().repeat_interleave(n, 0), txt_feats[:n].float().repeat(n, 1)], dim=1)
     sim_joint = joint(pairs).view(n, n)
     t_joint = time.perf_counter() - start
-gallery_class = class_index(gallery, classes)  # (1000,) index of each image's colour-shape pair
-relevant = gallery_class[:n, None] == gallery_class[None, :n]  # (n, n): same colour and shape
 print(f"joint model, {n} x {n} = {n * n} forward passes: {t_joint * 1e3:.0f} ms; "
-      f"image -> caption R@1 (same colour and shape) = {recall_at_k(sim_joint, 1, relevant):.3f}")
+      f"image -> caption R@1 (same colour and shape) = {recall_at_k(sim_joint, 1, relevant[:n, :n]):.3f}")
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## 4 · Coordinating two views with CCA
@@ -350,7 +442,8 @@ print(f"joint model, {n} x {n} = {n * n} forward passes: {t_joint * 1e3:.0f} ms;
 # ($C_{xx}^{-1/2}$, $C_{yy}^{-1/2}$); the singular value decomposition of the whitened
 # cross-covariance $T = C_{xx}^{-1/2} C_{xy} C_{yy}^{-1/2} = U S V^\top$ gives the directions
 # $W_x = C_{xx}^{-1/2} U$, $W_y = C_{yy}^{-1/2} V$ and the canonical correlations $S$.
-# Here it is from scratch (a small ridge `reg` keeps the covariances invertible: many words never occur).
+# Here it is from scratch, on the two encoders' features of the 2 000 training pairs (a small ridge `reg`
+# keeps the covariances invertible when features are redundant).
 
 # %%
 def cca_from_scratch(x, y, dim, reg=1e-4):
@@ -388,42 +481,17 @@ plt.figure(figsize=(5, 2.8))
 plt.bar(range(1, 17), cca.correlations.numpy())
 plt.xlabel("canonical component")
 plt.ylabel("correlation on training pairs")
-plt.title("CCA between image features and bag-of-words captions")
+plt.title("CCA between the image and the text encoder's features")
 plt.ylim(0, 1)
 plt.show()
 
 # %% [markdown] slideshow={"slide_type": "slide"}
-# ## 5 · Cross-modal retrieval and Recall@K
+# ## 5 · Cross-modal retrieval, both ways
 #
 # In the coordinated space, retrieval is a nearest-neighbour search by cosine similarity, in either
 # direction: image → caption (find the words for a picture) and caption → image (search photos by
-# text). The standard measure is **Recall@K**: the fraction of queries whose correct item is among
-# the *K* most similar items.
-#
-# **Exercise 01.recall** (3 points). Write `recall_at_k(similarity, k)`. Row *i* of `similarity`
-# `(N, N)` holds query *i*'s similarity to every item, and query *i*'s correct item is item *i* (the
-# diagonal). Return the fraction of queries (a Python float) whose correct item is among the *k*
-# highest-scoring items of their row. Be pessimistic about ties: an item that scores exactly as high
-# as the correct one ranks ahead of it (otherwise a model that maps everything to one point would
-# look perfect).
-
-# %% exercise="01.recall"
-def my_recall_at_k(similarity: torch.Tensor, k: int) -> float:
-    """(N, N) similarities, correct items on the diagonal -> fraction of rows whose diagonal entry is in the top k."""
-    ### BEGIN SOLUTION
-    correct = similarity.diagonal()
-    rank = (similarity >= correct[:, None]).sum(dim=1) - 1  # other items scoring at least as high
-    return (rank < k).float().mean().item()
-    ### END SOLUTION
-
-
-# %% tags=["check"]
-check.exercise("01.recall", my_recall_at_k)
-
-# %% [markdown]
-# In our world many images share a meaning (there are ~16 red squares in the gallery), so we count a
-# retrieved item as correct when it shows the same colour and shape as the query: the `relevant`
-# matrix of `mmcourse.retrieval.recall_table`. We evaluate on seen and on held-out pairs.
+# text). We score it with Recall@K as in section 2 (a retrieved item is correct when it shows the same
+# colour and shape as the query), separately on seen and on held-out pairs.
 
 # %%
 from mmcourse.retrieval import recall_table
@@ -435,7 +503,8 @@ def embed_images(images):
 
 
 def embed_text(captions):
-    return cca.transform_y(bag_of_words(captions))
+    with torch.no_grad():
+        return cca.transform_y(text_encoder(bag_of_words(captions)))
 
 
 img_emb, txt_emb = embed_images(gallery.images), embed_text(gallery.captions)
@@ -448,7 +517,7 @@ for name, keep in (("seen pairs", ~is_held), ("held-out pairs", is_held)):
         print(f"{name:15s} {direction}: " + "  ".join(f"R@{k} {v:.3f}" for k, v in scores.items()))
 
 fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
-for ax, sim, title in ((axes[0], sim_unaligned, "unaligned (random projection)"), (axes[1], cosine_similarity(img_emb, txt_emb), "after CCA (16 dimensions)")):
+for ax, sim, title in ((axes[0], sim_unaligned, "two encoders, unaligned"), (axes[1], cosine_similarity(img_emb, txt_emb), "after CCA (16 dimensions)")):
     im = ax.imshow(sim[:12, :12].numpy(), cmap="viridis")
     ax.set_xlabel("caption j")
     ax.set_ylabel("image i")
@@ -460,52 +529,75 @@ plt.show()
 start = time.perf_counter()
 sim_cca = cosine_similarity(img_emb[:n], txt_emb[:n])
 print(f"coordinated space: all {n} x {n} similarities in {(time.perf_counter() - start) * 1e3:.2f} ms "
-      f"(R@1 {recall_at_k(sim_cca, 1, relevant):.3f}) vs {t_joint * 1e3:.0f} ms for the joint model")
+      f"(R@1 {recall_at_k(sim_cca, 1, relevant[:n, :n]):.3f}) vs {t_joint * 1e3:.0f} ms for the joint model")
 
 # %% [markdown]
 # After CCA the diagonal lights up: matching pairs are now the most similar ones. Off-diagonal bright
 # cells are not errors; they are other images of the same colour and shape.
 #
-# Words matter in a bag of words, and CCA can only use the words it saw. The captions use synonyms
-# ("crimson", "scarlet" for red): CCA learns they co-vary with the same pixels. The held-out pairs
-# are retrieved too, because their colour words and shape words were each seen with other partners
-# (their gallery has only eight classes, one per colour, which makes it the easier of the two).
+# The text encoder knows only the words of its training captions. Those use synonyms ("crimson",
+# "scarlet" for red), and training gave them nearby vectors because they predict the same colour; CCA then
+# maps both encoders' features into one space using nothing but the pairs. The held-out pairs are
+# retrieved too, because their colour words and shape words were each seen with other partners (their
+# gallery has only eight classes, one per colour, which makes it the easier of the two).
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## 6 · Vector arithmetic across modalities
 #
 # In a well-coordinated space, directions mean something. Kiros et al. took the image embedding of a
-# blue car, subtracted the word embedding of "blue", added "red", and retrieved red cars. Our version:
-# the image of a blue square − "blue" + "red".
+# blue car, subtracted the word embedding of "blue", added "red", and retrieved red cars (the lecture's
+# "multimodal vector space arithmetic"). In our space, the image of a blue square − "blue" + "red" should
+# land among the red squares, and the image of a blue triangle − "blue" + "red" among the red triangles:
+# a pair that no training image or caption ever showed.
+#
+# **Exercise 01.arithmetic** (3 points). Write `arithmetic_search(image_emb, minus_emb, plus_emb,
+# gallery_emb, k)`. Row *q* of `image_emb`, `minus_emb` and `plus_emb` (each `(Q, D)`) holds one query: an
+# image's embedding, the embedding of the word to take away and that of the word to add. `gallery_emb` is
+# `(G, D)`. Return the `(Q, k)` indices of the *k* gallery items most cosine-similar to
+# image − minus + plus, the most similar first. The three terms come from two encoders and have different
+# lengths: scale each of them to unit length before combining them, so that each counts once.
+
+# %% exercise="01.arithmetic"
+def arithmetic_search(image_emb: torch.Tensor, minus_emb: torch.Tensor, plus_emb: torch.Tensor,
+                      gallery_emb: torch.Tensor, k: int) -> torch.Tensor:
+    """(Q, D) x 3, (G, D), k -> (Q, k) long: the gallery items nearest to image - minus + plus, best first."""
+    ### BEGIN SOLUTION
+    query = F.normalize(image_emb, dim=1) - F.normalize(minus_emb, dim=1) + F.normalize(plus_emb, dim=1)
+    return cosine_similarity_matrix(query, gallery_emb).topk(k, dim=1).indices
+    ### END SOLUTION
+
+
+# %% tags=["check"]
+check.exercise("01.arithmetic", arithmetic_search)
+
+# %% [markdown]
+# **The worked version.** Scale the three rows to unit length, add and subtract, and rank the gallery by
+# cosine with the result: `mmcourse.retrieval.analogy_search`. Below, every blue square of the gallery is a
+# query (minus "blue", plus "red"), and then every blue triangle.
 
 # %%
-def arithmetic(image, minus_word, plus_word):
-    """Unit vector of embed(image) - embed(minus_word) + embed(plus_word)."""
-    q = embed_images(image[None]) - embed_text([minus_word]) + embed_text([plus_word])
-    return F.normalize(q, dim=1)
+from mmcourse.retrieval import analogy_search
 
 
 def arithmetic_hits(from_pair, to_pair, k=10):
-    """Mean share of to_pair among the top k, over every gallery image of from_pair."""
+    """Every gallery image of from_pair, minus its colour word, plus to_pair's: the share of to_pair in the top k."""
     sources = [i for i, c in enumerate(gallery.combos) if c == from_pair]
-    hits = []
-    for i in sources:
-        q = arithmetic(gallery.images[i], from_pair[0], to_pair[0])
-        top = cosine_similarity(q, img_emb)[0].topk(k).indices
-        hits.append(sum(gallery.combos[j] == to_pair for j in top.tolist()) / k)
-    return sum(hits) / len(hits), sources
+    q = len(sources)
+    top = analogy_search(img_emb[sources], embed_text([from_pair[0]] * q), embed_text([to_pair[0]] * q), img_emb, k)
+    hits = torch.tensor([[gallery.combos[j] == to_pair for j in row] for row in top.tolist()])
+    return hits.float().mean().item(), sources, top
 
 
-share, sources = arithmetic_hits(("blue", "square"), ("red", "square"))
-q = arithmetic(gallery.images[sources[0]], "blue", "red")
-top = cosine_similarity(q, img_emb)[0].topk(7).indices.tolist()
-show_images(torch.stack([gallery.images[sources[0]]] + [gallery.images[j] for j in top]),
-            ["query image"] + [" ".join(gallery.combos[j]) for j in top],
+share, sources, top = arithmetic_hits(("blue", "square"), ("red", "square"))
+show_images(torch.stack([gallery.images[sources[0]]] + [gallery.images[j] for j in top[0, :7]]),
+            ["query image"] + [" ".join(gallery.combos[j]) for j in top[0, :7].tolist()],
             title='image of a blue square − "blue" + "red": nearest images')
-print(f"red squares among the top 10, averaged over every blue square: {share:.2f} "
+print(f"red squares among the top 10, averaged over all {len(sources)} blue squares: {share:.2f} "
       f"({sum(c == ('red', 'square') for c in gallery.combos)} red squares in a gallery of {len(gallery)})")
-share_new, _ = arithmetic_hits(("blue", "triangle"), ("red", "triangle"))
-print(f'blue triangle − "blue" + "red" -> red triangles (a held-out pair) in the top 10: {share_new:.2f}')
+share_new, sources_new, _ = arithmetic_hits(("blue", "triangle"), ("red", "triangle"))
+print(f'blue triangle − "blue" + "red" -> red triangles (a held-out pair) in the top 10, averaged over all '
+      f"{len(sources_new)} blue triangles: {share_new:.2f} "
+      f"({sum(c == ('red', 'triangle') for c in gallery.combos)} red triangles in the gallery)")
 
 # %% [markdown] slideshow={"slide_type": "notes"}
 # Instructor: the explorer below is the live demo; each caption change redraws in about 0.15 s on a CPU.
@@ -538,14 +630,14 @@ explorer.widget()
 #
 # * Class labels are independent symbols; attributes (and later, sentences) are shared parts, and
 #   sharing is what lets a model recognise a class it never saw.
-# * Separately trained encoders give separate spaces: their similarities are meaningless until the
-#   spaces are aligned.
+# * Separately trained encoders give separate spaces, even with the same size and the same labels: their
+#   similarities are meaningless until the spaces are aligned.
 # * A **joint** representation fuses modalities into one vector; a **coordinated** one keeps an
 #   encoder per modality and aligns their outputs. Coordinated spaces make retrieval a matrix product.
 # * CCA aligns two views linearly by maximising correlation; CLIP (next notebook) aligns them with a
 #   contrastive loss and learned encoders.
-# * Evaluate retrieval with Recall@K in both directions; in a coordinated space, directions can be
-#   added and subtracted across modalities.
+# * Evaluate retrieval with Recall@K in both directions, counting every relevant item and ties against
+#   the query; in a coordinated space, directions can be added and subtracted across modalities.
 #
 # ## References
 #

@@ -299,3 +299,75 @@ def test_the_real_readme_is_up_to_date(course):
         pytest.skip("README.md has no course table yet")
     text = readme.read_text(encoding="utf-8")
     assert render_readme(text, course) == text, "README.md is stale: run `mmcourse readme`"
+
+
+# --------------------------------------------------------------------------------------- covers
+#
+# `covers` says which idea of which lecture a notebook teaches (the README's table shows it). Each entry
+# must name an idea the notebook really contains: every content word of the entry (inflections allowed:
+# words are compared by their first five letters) appears in one and the same markdown cell of the
+# notebook. Adding prose to a notebook never breaks the rule; removing the idea does.
+
+_COVERS_STOPWORDS = frozenset(
+    "a an and as at by for from in into its of on or the their then to vs with".split()
+)
+
+
+def _words(text: str) -> list[str]:
+    """Lower-case words; '@' stays inside a word (Recall@K), single letters go (the 's' of "CLIP's"), and digit
+    groups join ("32 768" and "32,768" are 32768)."""
+    import re
+
+    text = re.sub(r"(?<=\d)[ ,\u2009\u202f](?=\d{3}(?!\d))", "", text.lower())
+    return [w for w in re.findall(r"[a-z0-9@]+", text) if len(w) > 1 or w.isdigit()]
+
+
+def _covers_keys(entry: str) -> list[str]:
+    return [w[:5] for w in _words(entry) if w not in _COVERS_STOPWORDS]
+
+
+def _cell_naming(entry: str, cells: list[str]) -> int | None:
+    """The index of the first markdown cell that holds every content word of ``entry``, or None."""
+    keys = _covers_keys(entry)
+    for i, cell in enumerate(cells):
+        words = _words(cell)
+        if all(any(w.startswith(k) for w in words) for k in keys):
+            return i
+    return None
+
+
+def test_the_covers_rule_allows_inflections_but_needs_every_word_in_one_cell():
+    cells = ["## Recognising classes never seen\n\nA **label classifier** cannot name them.",
+             "The guidance weight w trades fidelity for diversity.", "A sweep over w, as the lecture's figure does."]
+    assert _cell_naming("recognising classes never seen", cells) == 0
+    assert _cell_naming("recognition of unseen classes", cells) is None  # 'unseen' is not in the cell
+    assert _cell_naming("label classifiers", cells) == 0
+    assert _cell_naming("guidance sweep", cells) is None, "words spread over two cells name no idea"
+    assert _cell_naming("the guidance weight", cells) == 1
+    assert _covers_keys("CLIP's batch of 32768") == ["clip", "batch", "32768"]
+    assert _covers_keys("Recall@K") == ["recal"]
+    assert _cell_naming("CLIP's batch of 32768", ["CLIP's batch of 32 768 pairs"]) == 0
+
+
+@pytest.mark.parametrize("nb", [nb for nb in load_course(ROOT).notebooks if nb.written], ids=lambda nb: nb.id)
+def test_every_covers_entry_names_an_idea_of_its_notebook(nb):
+    from mmcourse import notebook
+
+    assert nb.covers, f"notebook {nb.id} lists no lecture ideas under `covers`"
+    cells = [c.source for c in notebook.read(ROOT / nb.path).cells if c.cell_type == "markdown"]
+    missing = [f"{lecture}: {entry!r} (words {_covers_keys(entry)})" for lecture, entries in nb.covers.items()
+               for entry in entries if _cell_naming(entry, cells) is None]
+    assert not missing, (
+        f"course.yml: these `covers` entries of notebook {nb.id} name no idea of {nb.path} (no markdown cell holds all "
+        "their words): " + "; ".join(missing) + ". Reword the entry in the notebook's own words, or teach the idea."
+    )
+
+
+def test_covers_cite_the_lectures_listed_under_seeds(course):
+    import yaml
+
+    lectures = yaml.safe_load((ROOT / "course.yml").read_text(encoding="utf-8"))["seeds"]
+    for nb in course.notebooks:
+        for lecture, entries in nb.covers.items():
+            assert lecture in lectures, f"notebook {nb.id} cites lecture {lecture!r}, not one of {sorted(lectures)}"
+            assert entries and all(isinstance(e, str) and e.strip() for e in entries), (nb.id, lecture, entries)

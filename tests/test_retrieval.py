@@ -179,3 +179,22 @@ def test_recall_table_directions_differ_for_an_asymmetric_case():
     assert table["text→image"][1] == pytest.approx(0.5)
     assert table["image→text"][1] == pytest.approx(1.0)
     assert table["image→text"][2] == table["text→image"][2] == 1.0
+
+
+# --------------------------------------------------------------------------------------- vector arithmetic
+
+
+def test_analogy_search_scales_each_term_and_ranks_by_cosine():
+    from mmcourse.retrieval import analogy_search
+
+    # image along x (long), minus along x (short), plus along y: the unit terms give the query (0, 1)
+    image, minus, plus = torch.tensor([[8.0, 0.0]]), torch.tensor([[0.5, 0.0]]), torch.tensor([[0.0, 0.5]])
+    angles = torch.tensor([0.0, 0.6, 1.5, 1.2, 3.0])
+    gallery = torch.stack([angles.cos(), angles.sin()], dim=1) * torch.tensor([[5.0], [1.0], [0.2], [1.0], [1.0]])
+    top = analogy_search(image, minus, plus, gallery, 3)
+    assert top.tolist() == [[2, 3, 1]]  # nearest angles to pi/2, whatever the gallery lengths
+    # the same as ranking by cosine with the sum of unit vectors, for a batch of queries
+    g = torch.Generator().manual_seed(0)
+    a, m, p, gal = (torch.randn(4, 6, generator=g) for _ in range(4))
+    q = F.normalize(a, dim=1) - F.normalize(m, dim=1) + F.normalize(p, dim=1)
+    assert torch.equal(analogy_search(a, m, p, gal, 2), cosine_similarity(q, gal).topk(2, dim=1).indices)

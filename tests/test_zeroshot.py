@@ -238,3 +238,71 @@ def test_bad_images_are_explained(clip):
         zeroshot.encode_images(clip, [[0.0]])
     with pytest.raises(ValueError, match="share D"):
         zeroshot.classify(clip, torch.zeros(2, 3, 32, 32), torch.zeros(len(SHAPES), 7))
+
+
+# --------------------------------------------------------------------------------------- labelled images: templates, probes
+
+
+def test_select_templates_is_greedy_forward_selection_with_a_strict_stop():
+    # 2 classes, 3 templates; template 1 alone gets the most right, and 1 + 0 improves on it, 2 never helps
+    emb = torch.tensor([[[1.0, 0.2], [1.0, 0.0], [0.0, 1.0]],
+                        [[0.2, 1.0], [0.5, 1.0], [1.0, 0.0]]])
+    feats = torch.tensor([[1.0, 0.1], [0.9, 0.3], [0.3, 1.0], [0.6, 1.0], [1.0, 0.5]])
+    labels = torch.tensor([0, 0, 1, 1, 0])
+
+    def correct(chosen):
+        pred = zeroshot.logits_from_features(feats, zeroshot.ensemble(emb[:, chosen])).argmax(1)
+        return int((pred == labels).sum())
+
+    chosen = zeroshot.select_templates(emb, feats, labels)
+    assert chosen and len(set(chosen)) == len(chosen)
+    # each step takes the best candidate (lowest index on ties), and every step strictly improves
+    for step in range(len(chosen)):
+        before = chosen[:step]
+        scores = {t: correct(before + [t]) for t in range(3) if t not in before}
+        assert chosen[step] == max(scores, key=lambda t: (scores[t], -t))
+        assert step == 0 or scores[chosen[step]] > correct(before)
+    rest = [t for t in range(3) if t not in chosen]
+    assert all(correct(chosen + [t]) <= correct(chosen) for t in rest), "the search stops only when nothing helps"
+
+
+def test_linear_probe_matches_scikit_learns_logistic_regression():
+    from sklearn.linear_model import LogisticRegression
+
+    g = torch.Generator().manual_seed(0)
+    n, d, c, wd = 60, 5, 3, 0.01
+    labels = torch.arange(n) % c
+    feats = torch.randn(c, d, generator=g)[labels] + 0.8 * torch.randn(n, d, generator=g)
+    weight, bias = zeroshot.linear_probe(feats, labels, c, weight_decay=wd)
+    assert weight.shape == (c, d) and bias.shape == (c,)
+    # mean CE + wd ||W||^2 is scikit-learn's objective C * sum CE + ||W||^2 / 2 with C = 1 / (2 wd n)
+    sk = LogisticRegression(C=1 / (2 * wd * n), tol=1e-10, max_iter=10_000).fit(feats.double().numpy(), labels.numpy())
+    ours = zeroshot.probe_objective(feats.double(), labels, weight, bias, wd).item()
+    theirs = zeroshot.probe_objective(feats.double(), labels, torch.tensor(sk.coef_), torch.tensor(sk.intercept_), wd).item()
+    assert ours == pytest.approx(theirs, abs=1e-7)
+    torch.testing.assert_close(weight, torch.tensor(sk.coef_), atol=1e-3, rtol=1e-3)
+    logits = feats.double() @ weight.T + bias
+    assert (logits.argmax(1).numpy() == sk.predict(feats.double().numpy())).all()
+
+
+def test_linear_probe_explains_bad_labels():
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
+        zeroshot.linear_probe(torch.zeros(3, 4), torch.tensor([0, 1, 2]), 2)
+    with pytest.raises(ValueError, match="features \\(N, D\\) and labels \\(N,\\)"):
+        zeroshot.linear_probe(torch.zeros(3, 4), torch.tensor([0, 1]), 2)
+
+
+def test_linear_probes_of_a_batch_equal_the_probes_fitted_one_by_one():
+    g = torch.Generator().manual_seed(1)
+    labels = torch.stack([torch.randperm(12, generator=g) % 4 for _ in range(3)])  # (3, 12)
+    feats = torch.randn(3, 12, 5, generator=g)
+    weight, bias = zeroshot.linear_probe(feats, labels, 4, weight_decay=0.01)
+    assert weight.shape == (3, 4, 5) and bias.shape == (3, 4)
+    total = zeroshot.probe_objective(feats.double(), labels, weight, bias, 0.01)
+    parts = 0.0
+    for i in range(3):
+        w, b = zeroshot.linear_probe(feats[i], labels[i], 4, weight_decay=0.01)
+        one = zeroshot.probe_objective(feats[i].double(), labels[i], weight[i], bias[i], 0.01).item()
+        assert one == pytest.approx(zeroshot.probe_objective(feats[i].double(), labels[i], w, b, 0.01).item(), abs=1e-6)
+        parts += one
+    assert total.item() == pytest.approx(parts, abs=1e-9), "the batched objective is the sum of the probes' objectives"
