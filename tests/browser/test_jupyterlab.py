@@ -202,9 +202,12 @@ def test_released_student_notebook_runs_all_and_marks_each_unsolved_exercise(bro
     assert page.locator(".jp-OutputArea-output .jupyter-widgets").count() > 0, "the widget renders"
     todo = page.locator(".mmcourse-check-todo")
     assert todo.count() == len(nb_info.exercises), "each unsolved exercise is marked where its check is"
-    text = " ".join(todo.all_inner_texts())
+    text = " ".join(todo.all_text_contents())  # textContent: cells scrolled out of view render no innerText
     for ex in nb_info.exercises:
         assert ex["id"] in text and "not implemented yet" in text
+    todo.first.scroll_into_view_if_needed()
+    page.wait_for_timeout(1500)  # the notebook renders cells lazily as they scroll into view
+    page.screenshot(path=str(SHOTS / f"{nb_info.id}_{nb_info.slug}_student_check.png"))
     page.close()
 
 
