@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from mmcourse.check.core import AnswerError, Case, Exercise, expect_tensor, register
+from mmcourse.check.core import AnswerError, Case, Exercise, as_number, diagnosis, expect_tensor, register, remember
 from mmcourse.distributed import local_clip_loss
 from mmcourse.losses import caption_targets, clip_loss
 
@@ -28,32 +28,8 @@ Tensor = torch.Tensor
 
 # ----------------------------------------------------------------------------- diagnosing typical mistakes
 
-# The reference of the case being judged stores what each typical mistake would return on that case;
-# ``compare`` reads it only for the very object the reference returned, so a stale entry is never used.
-_LAST: dict[str, Any] = {"expected": None, "mistakes": {}, "context": {}}
-
-
-def _remember(expected: Any, mistakes: dict[str, Callable[[], Any]] | None = None, **context: Any) -> Any:
-    _LAST.update(expected=expected, mistakes=mistakes or {}, context=context)
-    return expected
-
-
-def _diagnosis(expected: Any) -> tuple[dict[str, Callable[[], Any]], dict[str, Any]]:
-    if _LAST["expected"] is expected:
-        return _LAST["mistakes"], _LAST["context"]
-    return {}, {}
-
-
-def _as_number(given: Any, name: str) -> float:
-    if isinstance(given, Tensor):
-        if given.numel() != 1:
-            raise AnswerError(f"{name} should be a single number, got a tensor of shape {tuple(given.shape)}")
-        given = given.item()
-    if isinstance(given, bool) or not isinstance(given, (int, float)):
-        raise AnswerError(f"{name} should be a number, got {type(given).__name__}")
-    if not math.isfinite(given):
-        raise AnswerError(f"{name} is {given} (it should be a finite number)")
-    return float(given)
+# References record what each typical mistake would return on their case (check.core.remember);
+# compare functions name the one an answer matches (check.core.diagnosis).
 
 
 def _close(a: Any, b: Any, atol: float, rtol: float) -> bool:
@@ -88,11 +64,11 @@ def _judge(given: Any, expected: Any, name: str, *, atol: float, rtol: float, ex
         given = expect_tensor(given, name=name, shape=tuple(expected.shape), dtype="float")
         shown = _where(given, expected, atol, rtol)
     else:
-        given = _as_number(given, name)
+        given = as_number(given, name)
         shown = f"expected {expected:.6g}, got {given:.6g}"
     if _close(given, expected, atol, rtol):
         return
-    mistakes, context = _diagnosis(expected)
+    mistakes, context = diagnosis(expected)
     for why, wrong in mistakes.items():
         value = wrong()
         if _close(given, value, atol, rtol) and not _close(value, expected, atol, rtol):
@@ -122,7 +98,7 @@ def infonce(positive: Tensor, negatives: Tensor, tau: float) -> Tensor:
         st = torch.cat([positive[:, None], negatives], dim=1).double()
         return torch.logsumexp(st, dim=1) - st[:, 0]
 
-    return _remember(loss, {
+    return remember(loss, {
         "it matches the loss with the positive left out of the denominator; the softmax runs over all K + 1 "
         "candidates, the positive among them": decoupled,
         "it matches the loss with the cosines multiplied by tau; the temperature divides them": times_tau,
@@ -178,7 +154,7 @@ def clip_loss_grad(logits: Tensor) -> Tensor:
     n = z.shape[0]
     eye = torch.eye(n, dtype=torch.float64)
     rows, cols = torch.softmax(z.detach(), dim=1), torch.softmax(z.detach(), dim=0)
-    return _remember(grad, {
+    return remember(grad, {
         "it matches the gradient of the image -> text half alone (the softmax over each row); the text -> image "
         "half, the softmax over each column, is missing": lambda: (rows - eye) / n,
         "it matches half the gradient of the image -> text loss; the text -> image half (the softmax over each "
@@ -244,7 +220,7 @@ def margin_loss(n: int, margin: float, tau: float) -> float:
     def softplus(x: float) -> float:
         return torch.logaddexp(torch.tensor(0.0, dtype=torch.float64), torch.tensor(x, dtype=torch.float64)).item()
 
-    return _remember(value, {
+    return remember(value, {
         "it matches N negatives per row; a row holds one positive and N - 1 negatives":
             lambda: softplus(math.log(n) - margin / tau),
         "it matches the loss in bits (log base 2); cross-entropy uses the natural log":
@@ -301,7 +277,7 @@ def temperature_for(similarities: Tensor, positive: int, p: float) -> float:
         else:
             hi = mid
     tau = math.exp(0.5 * (lo + hi))
-    return _remember(tau, {
+    return remember(tau, {
         "it matches the logit scale 1/tau, not the temperature tau": lambda: 1 / tau,
     }, similarities=s, positive=positive, p=p)
 
@@ -365,7 +341,7 @@ def grouped_clip_loss(logits: Tensor, keys: Sequence[str]) -> Tensor:
         cols = -(torch.logsumexp(z.T.masked_fill(same == 0, -math.inf), 1) - torch.logsumexp(z.T, 1)).mean()
         return 0.5 * (rows + cols)
 
-    return _remember(loss, {
+    return remember(loss, {
         "it matches the plain CLIP loss (targets arange(N)): pairs with equal keys are still pushed apart as "
         "negatives": lambda: 0.5 * (F.cross_entropy(z, labels) + F.cross_entropy(z.T, labels)),
         "it matches the image -> text half alone; the CLIP loss is the mean of both directions":
@@ -429,7 +405,7 @@ def rank_loss(image_features: Tensor, text_features: Tensor, logit_scale, rank: 
     def image_side() -> Tensor:
         return F.cross_entropy(scale * img[mine] @ txt.T, torch.arange(per) + lo)
 
-    return _remember(loss, {
+    return remember(loss, {
         "it matches the loss of the whole batch; rank r computes only the rows of its own images and texts":
             lambda: clip_loss(img, txt, scale),
         "it matches the loss of this rank's pairs alone (N / W - 1 negatives each); with the gathered features "

@@ -17,6 +17,7 @@ failed ``HINT_AFTER`` times in this kernel.
 from __future__ import annotations
 
 import html
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -227,14 +228,7 @@ def expect_close(given: Any, expected: Tensor, *, name: str = "the result", atol
 
 def expect_number(given: Any, expected: float, *, name: str = "the result", atol: float = 1e-6) -> None:
     """A Python number (or 0-d tensor) within ``atol`` of ``expected``."""
-    if isinstance(given, Tensor):
-        if given.numel() != 1:
-            raise AnswerError(f"{name} should be a single number, got a tensor of shape {_shape(given)}")
-        given = given.item()
-    if isinstance(given, bool) or not isinstance(given, (int, float)):
-        raise AnswerError(f"{name} should be a number, got {type(given).__name__}")
-    if given != given:
-        raise AnswerError(f"{name} is NaN")
+    given = as_number(given, name)
     if abs(given - expected) > atol:
         raise AnswerError(f"{name} should be {expected:.6g}, got {given:.6g}")
 
@@ -249,3 +243,37 @@ def expect_equal(given: Any, expected: Tensor, *, name: str = "the result") -> N
             f"{name} differs at index {where}: expected {expected[where].item()}, got {given[where].item()} "
             f"({int(bad.sum())} of {expected.numel()} entries differ)"
         )
+
+
+# ------------------------------------------------------------------------------ typical mistakes
+
+# A reference may record, for the case being judged, what each typical mistake would return on it; a
+# ``compare`` function reads them back to name the mistake an answer matches. They are used only for
+# the very object the reference returned, so a stale record is never used.
+_LAST_REFERENCE: dict[str, Any] = {"expected": None, "mistakes": {}, "context": {}}
+
+
+def remember(expected: Any, mistakes: dict[str, Callable[[], Any]] | None = None, **context: Any) -> Any:
+    """Record ``mistakes`` (why -> a function computing that mistake's result) for ``expected``; returns it."""
+    _LAST_REFERENCE.update(expected=expected, mistakes=mistakes or {}, context=context)
+    return expected
+
+
+def diagnosis(expected: Any) -> tuple[dict[str, Callable[[], Any]], dict[str, Any]]:
+    """The (mistakes, context) recorded with ``expected`` by ``remember`` (empty for any other object)."""
+    if _LAST_REFERENCE["expected"] is expected:
+        return _LAST_REFERENCE["mistakes"], _LAST_REFERENCE["context"]
+    return {}, {}
+
+
+def as_number(given: Any, name: str) -> float:
+    """``given`` (a Python number or a one-element tensor) as a finite float; else :class:`AnswerError`."""
+    if isinstance(given, Tensor):
+        if given.numel() != 1:
+            raise AnswerError(f"{name} should be a single number, got a tensor of shape {tuple(given.shape)}")
+        given = given.item()
+    if isinstance(given, bool) or not isinstance(given, (int, float)):
+        raise AnswerError(f"{name} should be a number, got {type(given).__name__}")
+    if not math.isfinite(given):
+        raise AnswerError(f"{name} is {'NaN' if given != given else given} (it should be a finite number)")
+    return float(given)

@@ -18,25 +18,19 @@ one-step variance, swapped coefficients, ...), what the answer matches instead.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
 from mmcourse import diffusion as D
-from mmcourse.check.core import AnswerError, Case, Exercise, expect_tensor, register
+from mmcourse.check.core import AnswerError, Case, Exercise, diagnosis, expect_tensor, register, remember
 
 Tensor = torch.Tensor
 
 # ----------------------------------------------------------------------------- diagnosing typical mistakes
 
-# The reference of the case being judged stores what each typical mistake would return on that case;
-# ``compare`` uses them only for the very object the reference returned, so a stale entry is never used.
-_LAST: dict[str, Any] = {"expected": None, "mistakes": {}}
-
-
-def _remember(expected: Tensor, mistakes: dict[str, Callable[[], Tensor]]) -> Tensor:
-    _LAST.update(expected=expected, mistakes=mistakes)
-    return expected
+# References record what each typical mistake would return on their case (check.core.remember);
+# compare functions name the one an answer matches (check.core.diagnosis).
 
 
 def _close(a: Tensor, b: Tensor, atol: float, rtol: float) -> bool:
@@ -56,7 +50,7 @@ def _judge(given: Any, expected: Tensor, name: str, *, atol: float = 1e-5, rtol:
     where = tuple(bad.nonzero()[0].tolist())
     shown = (f"at index {where} expected {e[where].item():.6g}, got {g[where].item():.6g} "
              f"({int(bad.sum())} of {e.numel()} entries off; largest difference {err.max().item():.3g})")
-    mistakes = _LAST["mistakes"] if _LAST["expected"] is expected else {}
+    mistakes = diagnosis(expected)[0]
     for why, wrong in mistakes.items():
         value = wrong()
         if _close(given, value, atol, rtol) and not _close(value, expected, atol, rtol):
@@ -98,7 +92,7 @@ def q_sample(x0: Tensor, t: Tensor, noise: Tensor, betas: Tensor) -> Tensor:
     abar_before = _per_image(torch.cat([torch.ones(1), schedule.alphas_cumprod[:-1]])[t], x0)
     noise_kept_whole = _per_image(torch.cumsum(betas.float(), 0)[t], x0)
     prod_betas = _per_image(torch.cumprod(betas.float(), 0)[t], x0)
-    return _remember(x_t, {
+    return remember(x_t, {
         "it matches abar * x0 + (1 - abar) * noise with abar the product of the (1 - beta)s: those are the "
         "variances of the two parts, but x_t adds the parts themselves, each scaled by its standard deviation":
             lambda: abar * x0 + (1 - abar) * noise,
@@ -199,7 +193,7 @@ def posterior_step(x_t: Tensor, x0: Tensor, alpha_bar_t: float | Tensor, alpha_b
         "the coefficient of x0 lacks the square root of abar_t'": lambda: (
             a_prev * beta / (1 - a) * x0 + ct * x_t + var.sqrt() * noise),
     })
-    return _remember(x_prev, mistakes)
+    return remember(x_prev, mistakes)
 
 
 def _posterior_cases(g: torch.Generator) -> list[Case]:
@@ -253,7 +247,7 @@ def ddim_clipped(x_t: Tensor, eps: Tensor, alpha_bar_t: float | Tensor, alpha_ba
     a, a_prev = _number(alpha_bar_t), _number(alpha_bar_prev)
     x0_hat = (x_t - (1 - a).sqrt() * eps) / a.sqrt()
     x0_clip = x0_hat.clamp(-1, 1)
-    return _remember(x_prev, {
+    return remember(x_prev, {
         "it matches the plain DDIM step: x0_hat must be clamped to [-1, 1], the range of real images":
             lambda: a_prev.sqrt() * x0_hat + (1 - a_prev).sqrt() * eps,
         "it matches a clamped x0_hat next to the network's eps (diffusers' default): that eps belongs to the "
@@ -317,7 +311,7 @@ def composed_eps(eps_uncond: Tensor, eps_conds: Tensor, scales: Sequence[float] 
     s = torch.as_tensor(scales, dtype=eps_uncond.dtype).view(-1, *[1] * eps_uncond.ndim)  # (K, 1, 1, ...)
     terms = eps_conds - eps_uncond  # (K, N, ...): each caption's implicit classifier, as a noise direction
     expected = eps_uncond + (s * terms).sum(0)
-    return _remember(expected, {
+    return remember(expected, {
         "it matches each scale used as the lecture's w (eps_k + w (eps_k - eps_u)); here s is the power of the "
         "caption's implicit classifier, so s = 1 must give eps_k back, and s = 1 + w is the lecture's rule":
             lambda: eps_uncond + ((1 + s) * terms).sum(0),

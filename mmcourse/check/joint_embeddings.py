@@ -18,23 +18,15 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from mmcourse.check.core import AnswerError, Case, Exercise, expect_close, expect_equal, expect_tensor, register
+from mmcourse.check.core import (
+    AnswerError, Case, Exercise, diagnosis, expect_close, expect_equal, expect_tensor, register, remember,
+)
 from mmcourse.retrieval import analogy_search, cosine_similarity, recall_at_k
 
 Tensor = torch.Tensor
 
-# The reference of the case being judged stores what each typical mistake would return on that case;
-# ``compare`` reads it only for the very object the reference returned, so a stale entry is never used.
-_LAST: dict[str, Any] = {"expected": None, "mistakes": {}}
-
-
-def _remember(expected: Any, mistakes: dict[str, Callable[[], Any]]) -> Any:
-    _LAST.update(expected=expected, mistakes=mistakes)
-    return expected
-
-
-def _mistakes_for(expected: Any) -> dict[str, Callable[[], Any]]:
-    return _LAST["mistakes"] if _LAST["expected"] is expected else {}
+# References record what each typical mistake would return on their case (check.core.remember);
+# compare functions name the one an answer matches (check.core.diagnosis).
 
 
 def _matches(given: Any, value: Any, atol: float) -> bool:
@@ -49,7 +41,7 @@ def _matches(given: Any, value: Any, atol: float) -> bool:
 def _diagnose(given: Any, expected: Any, atol: float) -> str | None:
     """The typical mistakes ``given`` matches on this case (those that differ from the answer), or None."""
     found = []
-    for why, wrong in _mistakes_for(expected).items():
+    for why, wrong in diagnosis(expected)[0].items():
         value = wrong()
         if _matches(given, value, atol) and not _matches(value, expected, atol):
             found.append(why)
@@ -61,7 +53,7 @@ def _diagnose(given: Any, expected: Any, atol: float) -> str | None:
 
 def _cosine_reference(a: Tensor, b: Tensor) -> Tensor:
     expected = cosine_similarity(a, b)
-    return _remember(expected, {
+    return remember(expected, {
         "it matches the plain dot products a @ b.T: divide by the lengths of the rows": lambda: a @ b.T,
         "it matches rows normalised along dim 0 (over the examples); each row (one vector) needs unit length":
             lambda: F.normalize(a, dim=0) @ F.normalize(b, dim=0).T,
@@ -151,7 +143,7 @@ def _recall_reference(similarity: Tensor, k: int, relevant: Tensor) -> float:
             lambda: recall_at_k(similarity, k)
         mistakes["it matches taking the columns as queries; row i is query i"] = \
             lambda: recall_at_k(similarity.T, k, relevant.T)
-    return _remember(expected, mistakes)
+    return remember(expected, mistakes)
 
 
 def _recall_compare(given: Any, expected: float) -> None:
@@ -244,7 +236,7 @@ def _arithmetic_reference(image_emb: Tensor, minus_emb: Tensor, plus_emb: Tensor
     def top(q: Tensor, gallery: Tensor, largest: bool = True) -> Tensor:
         return (q @ gallery.T).topk(k, dim=1, largest=largest).indices
 
-    return _remember(expected, {
+    return remember(expected, {
         "it matches the three terms added as they are; scale each of them to unit length first, or the longest "
         "one decides": lambda: top(unit(image_emb - minus_emb + plus_emb), unit(gallery_emb)),
         "it matches image + minus - plus: the signs are swapped": lambda: top(unit(unit(image_emb) + unit(minus_emb)

@@ -19,38 +19,14 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from mmcourse.check.core import AnswerError, Case, Exercise, register
+from mmcourse.check.core import AnswerError, Case, Exercise, as_number, diagnosis, register, remember
 from mmcourse.robustness import effective_robustness
 from mmcourse.zeroshot import ensemble, linear_probe, logits_from_features, probe_objective, select_templates
 
 Tensor = torch.Tensor
 
-# The reference of the case being judged stores what each typical mistake would return on that case;
-# ``compare`` reads it only for the very object the reference returned, so a stale entry is never used.
-_LAST: dict[str, Any] = {"expected": None, "mistakes": {}, "context": {}}
-
-
-def _remember(expected: Any, mistakes: dict[str, Callable[[], Any]] | None = None, **context: Any) -> Any:
-    _LAST.update(expected=expected, mistakes=mistakes or {}, context=context)
-    return expected
-
-
-def _mistakes_for(expected: Any) -> tuple[dict[str, Callable[[], Any]], dict[str, Any]]:
-    if _LAST["expected"] is expected:
-        return _LAST["mistakes"], _LAST["context"]
-    return {}, {}
-
-
-def _as_number(given: Any, name: str) -> float:
-    if isinstance(given, Tensor):
-        if given.numel() != 1:
-            raise AnswerError(f"{name} should be a single number, got a tensor of shape {tuple(given.shape)}")
-        given = given.item()
-    if isinstance(given, bool) or not isinstance(given, (int, float)):
-        raise AnswerError(f"{name} should be a number, got {type(given).__name__}")
-    if not math.isfinite(given):
-        raise AnswerError(f"{name} is {given} (it should be a finite number)")
-    return float(given)
+# References record what each typical mistake would return on their case (check.core.remember);
+# compare functions name the one an answer matches (check.core.diagnosis).
 
 
 # ---------------------------------------------------------------------------------- 03.select_templates
@@ -91,7 +67,7 @@ def _select_reference(template_embeddings: Tensor, image_features: Tensor, label
         single = {t: _correct(e, [t], x, y) for t in range(e.shape[1])}
         return sorted(single, key=lambda t: (-single[t], t))[:n]
 
-    return _remember(expected, {
+    return remember(expected, {
         "it matches the templates that are best on their own: forward selection scores each candidate together "
         "with the templates already chosen": top_singles,
         "it matches averaging the raw embeddings; normalise each template's embedding before averaging (the "
@@ -118,7 +94,7 @@ def _select_compare(given: Any, expected: list[int]) -> None:
     given = list(given)
     if given == list(expected):
         return
-    mistakes, context = _mistakes_for(expected)
+    mistakes, context = diagnosis(expected)
     matched = [why for why, wrong in mistakes.items() if given == (value := wrong()) and value != list(expected)]
     if matched:
         raise AnswerError(f"{name} are wrong: {'; or '.join(matched[:2])} (expected {list(expected)}, got {given})")
@@ -324,7 +300,7 @@ def _robustness_reference(baseline_id: Tensor, baseline_ood: Tensor, model_id: f
         a, b = _fit(_logit(bo), _logit(bi))  # id = a * ood + b, solved for ood
         return model_ood - torch.sigmoid((_logit(model_id) - b) / a).item()
 
-    return _remember(expected, {
+    return remember(expected, {
         "it matches the plain drop model_ood - model_id; effective robustness compares with the baselines' trend "
         "at the model's own in-distribution accuracy": lambda: model_ood - model_id,
         "it matches a line fitted to the accuracies themselves; fit it to their logits": on_accuracies,
@@ -339,10 +315,10 @@ def _robustness_reference(baseline_id: Tensor, baseline_ood: Tensor, model_id: f
 
 def _robustness_compare(given: Any, expected: float) -> None:
     name = "the effective robustness"
-    given = _as_number(given, name)
+    given = as_number(given, name)
     if abs(given - expected) <= 1e-4:
         return
-    mistakes, _ = _mistakes_for(expected)
+    mistakes, _ = diagnosis(expected)
     shown = f"expected {expected:.6g}, got {given:.6g}"
     matched = [why for why, wrong in mistakes.items()
                if abs(given - (value := wrong())) <= 1e-4 and abs(value - expected) > 1e-4]
