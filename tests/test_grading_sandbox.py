@@ -405,15 +405,15 @@ def batch(tmp_path_factory):
 
 
 def _table(stdout: str) -> dict[str, str]:
-    """student -> 'score/max' from the printed table (columns found from the header)."""
+    """student -> 'score/max' from the printed table (columns found from the header; score is the last)."""
     lines = stdout.splitlines()
     head = next(i for i, line in enumerate(lines) if line.startswith("student "))
-    nb_at, score_at, note_at = (lines[head].index(col) for col in (" nb ", " score ", " note"))
+    nb_at, score_at = (lines[head].index(col) for col in (" nb ", " score"))
     rows = {}
     for line in lines[head + 2:]:
-        if not line.strip():
+        if not line.strip():  # the table ends; the notes follow
             break
-        rows[line[:nb_at].strip()] = line[score_at:note_at].strip()
+        rows[line[:nb_at].strip()] = line[score_at:].strip()
     return rows
 
 

@@ -112,16 +112,19 @@ def browser(lab):
         b.close()
 
 
-def _open_lab(browser, url):
+def _open_lab(browser, url, workspace: str | None = None):
+    """A JupyterLab page; a named ``workspace`` starts empty instead of restoring what earlier pages opened."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.goto(f"{url}/lab", wait_until="domcontentloaded")
+    page.goto(f"{url}/lab" + (f"/workspaces/{workspace}" if workspace else ""), wait_until="domcontentloaded")
     page.wait_for_function("() => window.jupyterapp && window.jupyterapp.started", timeout=60_000)
     page.evaluate("() => window.jupyterapp.started")
     return page
 
 
-RUN_STATE = """() => {
-  const panel = window.jupyterapp.shell.currentWidget;
+# the notebook panel is looked up by its path, not as the current widget: a new page restores the
+# workspace of the previous one, and a notebook it reopens may become current after ours
+RUN_STATE = """(path) => {
+  const panel = [...window.jupyterapp.shell.widgets('main')].find(w => w.context && w.context.path === path);
   if (!panel || !panel.content || !panel.sessionContext || !panel.sessionContext.session) return null;
   const cells = panel.content.widgets.filter(c => c.model.type === 'code');
   const done = cells.filter(c => c.model.executionCount !== null).length;
@@ -136,17 +139,36 @@ RUN_STATE = """() => {
 }"""
 
 
+CHECK_BOXES = """(path) => {
+  const panel = [...window.jupyterapp.shell.widgets('main')].find(w => w.context && w.context.path === path);
+  const found = [];
+  panel.content.widgets.forEach(c => {
+    if (c.model.type !== 'code') return;
+    c.model.outputs.toJSON().forEach(o => {
+      const html = (o.data && o.data['text/html']) || '';
+      const text = (o.data && o.data['text/plain']) || '';
+      const h = Array.isArray(html) ? html.join('') : html, t = Array.isArray(text) ? text.join('') : text;
+      if (h.includes('mmcourse-check')) found.push([h, t]);
+    });
+  });
+  return found;
+}"""
+
+
 def _run_notebook(page, path: str, timeout_s: int = 240):
     page.evaluate("(p) => window.jupyterapp.commands.execute('docmanager:open', {path: p, factory: 'Notebook'})", path)
     page.wait_for_function(
-        "() => { const w = window.jupyterapp.shell.currentWidget; return w && w.sessionContext && w.sessionContext.isReady; }",
-        timeout=120_000,
+        "(path) => { const w = [...window.jupyterapp.shell.widgets('main')].find(w => w.context && w.context.path === path);"
+        " return w && w.sessionContext && w.sessionContext.isReady; }",
+        arg=path, timeout=120_000,
     )
-    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    page.evaluate("(path) => { const w = [...window.jupyterapp.shell.widgets('main')].find(w => w.context && "
+                  "w.context.path === path); window.jupyterapp.shell.activateById(w.id); "
+                  "return window.jupyterapp.commands.execute('notebook:run-all-cells'); }", path)
     deadline = time.time() + timeout_s
     state = None
     while time.time() < deadline:
-        state = page.evaluate(RUN_STATE)
+        state = page.evaluate(RUN_STATE, path)
         if state and state["cells"] and state["done"] == state["cells"] and state["status"] == "idle":
             break
         time.sleep(1)
@@ -194,19 +216,26 @@ def _retrieval_explorer_answers(page):
 def test_released_student_notebook_runs_all_and_marks_each_unsolved_exercise(browser, lab):
     """A student opens the released notebook 01 and presses Run All with no exercise solved."""
     nb_info = WRITTEN[0]
-    page = _open_lab(browser, lab)
-    state = _run_notebook(page, f"student/{nb_info.id}_{nb_info.slug}.ipynb")
+    page = _open_lab(browser, lab, workspace="student")
+    state = _run_notebook(page, f"student/{nb_info.id}_{nb_info.slug}.ipynb")  # Run All, as a student does
     page.screenshot(path=str(SHOTS / f"{nb_info.id}_{nb_info.slug}_student_end.png"), full_page=True)
     assert state["done"] == state["cells"], f"every code cell ran: {state}"
     assert state["errors"] == [], state["errors"]
     assert page.locator(".jp-OutputArea-output .jupyter-widgets").count() > 0, "the widget renders"
-    todo = page.locator(".mmcourse-check-todo")
-    assert todo.count() == len(nb_info.exercises), "each unsolved exercise is marked where its check is"
-    text = " ".join(todo.all_text_contents())  # textContent: cells scrolled out of view render no innerText
-    for ex in nb_info.exercises:
-        assert ex["id"] in text and "not implemented yet" in text
-    todo.first.scroll_into_view_if_needed()
+    # read the outputs from the notebook's model: JupyterLab renders only the cells near the viewport
+    path = f"student/{nb_info.id}_{nb_info.slug}.ipynb"
+    marked = page.evaluate(CHECK_BOXES, path)
+    assert len(marked) == len(nb_info.exercises), f"each unsolved exercise is marked where its check is: {marked}"
+    for ex, (html, text) in zip(nb_info.exercises, marked):
+        assert "mmcourse-check-todo" in html and ex["id"] in text and "not implemented yet" in text, (ex["id"], text)
+    box = page.locator(".mmcourse-check-todo").first
+    page.evaluate("() => { const p = window.jupyterapp.shell.currentWidget.content; "
+                  "const i = p.widgets.findIndex(c => (c.model.metadata.tags || []).includes('check') || "
+                  "(c.model.getMetadata && (c.model.getMetadata('tags') || []).includes('check'))); "
+                  "if (i >= 0) { p.activeCellIndex = i; p.scrollToItem(i); } }")
     page.wait_for_timeout(1500)  # the notebook renders cells lazily as they scroll into view
+    if box.count():
+        box.scroll_into_view_if_needed()
     page.screenshot(path=str(SHOTS / f"{nb_info.id}_{nb_info.slug}_student_check.png"))
     page.close()
 
