@@ -180,7 +180,8 @@ def _run_notebook(page, path: str, timeout_s: int = 240):
 
 @pytest.mark.parametrize("nb_info", WRITTEN, ids=lambda n: n.id)
 def test_notebook_runs_in_jupyterlab_and_its_widgets_answer(browser, lab, nb_info):
-    page = _open_lab(browser, lab)
+    # a workspace of its own: the default one would reopen every earlier notebook, kernels and all
+    page = _open_lab(browser, lab, workspace=f"notebook{nb_info.id}")
     start = time.perf_counter()
     state = _run_notebook(page, nb_info.path)
     elapsed = time.perf_counter() - start
