@@ -67,20 +67,37 @@ class TextTransformer(nn.Module):
         """(B, context_length) ids; ``<bos> words <eos> <pad>...``."""
         return self.tokenizer(texts, context_length=self.context_length)
 
-    def token_features(self, ids: Tensor) -> Tensor:
-        """(B, L, width): the hidden state of every token after the last block."""
-        length = ids.shape[1]
-        x = self.token_embedding(ids) + self.position_embedding[:length]
+    def embedding_features(self, x: Tensor) -> Tensor:
+        """(B, L, width) token embeddings -> (B, L, width) hidden states after the last block.
+
+        The tower from its input embeddings on: the one path that ids (``token_features``) and learned
+        prompt vectors (``mmcourse.prompting``) both take. Position embeddings are added here."""
+        length = x.shape[1]
+        if length > self.context_length:
+            raise ValueError(f"a sequence of {length} tokens is longer than the context ({self.context_length})")
+        x = x + self.position_embedding[:length]
         mask = None if self.causal_mask is None else self.causal_mask[:length, :length]
         for block in self.blocks:
             x = block(x, mask)
         return self.norm(x)
 
+    def features_from_embeddings(self, x: Tensor, eos_index: Tensor) -> Tensor:
+        """(B, L, width) token embeddings and (B,) positions of ``<eos>`` -> (B, width) sentence features,
+        read at ``<eos>`` exactly as ``forward`` reads them for ids."""
+        h = self.embedding_features(x)
+        return h[torch.arange(x.shape[0], device=x.device), eos_index]
+
+    def token_features(self, ids: Tensor) -> Tensor:
+        """(B, L, width): the hidden state of every token after the last block."""
+        return self.embedding_features(self.token_embedding(ids))
+
+    def eos_index(self, ids: Tensor) -> Tensor:
+        """(B,) position of the first ``<eos>`` in each row of ``ids``."""
+        return (ids == self.tokenizer.eos_id).int().argmax(dim=1)
+
     def forward(self, ids: Tensor) -> Tensor:
         ids = ids[:, : int((ids != self.tokenizer.pad_id).sum(dim=1).max().clamp(min=1))]  # drop all-padding columns
-        h = self.token_features(ids)
-        eos = (ids == self.tokenizer.eos_id).int().argmax(dim=1)  # first <eos> in each row
-        return h[torch.arange(ids.shape[0], device=ids.device), eos]
+        return self.features_from_embeddings(self.token_embedding(ids), self.eos_index(ids))
 
 
 class BagOfWordsEncoder(nn.Module):
