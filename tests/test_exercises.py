@@ -14,10 +14,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import mistakes_01
-import mistakes_02
-import mistakes_03
-import mistakes_08
+import importlib
+from pathlib import Path
+
 from mmcourse import check, notebook
 from mmcourse.course import load_course
 from mmcourse.grading.release import strip_solution, student_version
@@ -75,8 +74,8 @@ def test_stubs_fail_their_checks_with_not_implemented(nb_info):
 
 # typical mistakes a student makes, per exercise, one file per notebook (tests/mistakes_NN.py)
 MISTAKES = {}
-for _module in (mistakes_01, mistakes_02, mistakes_03, mistakes_08):
-    MISTAKES.update(_module.MISTAKES)
+for _path in sorted(Path(__file__).parent.glob("mistakes_*.py")):
+    MISTAKES.update(importlib.import_module(_path.stem).MISTAKES)
 
 
 def test_every_exercise_has_listed_mistakes():
