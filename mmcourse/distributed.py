@@ -17,6 +17,14 @@ parameter gradients over ranks, divides the W back out: training matches one pro
 
 :func:`distributed_clip_loss` puts the two together; :func:`launch`, :func:`init` and :func:`shutdown`
 start and stop the processes (gloo on CPU, NCCL on GPUs).
+
+Starting the processes: ``torchrun`` (one node or several) puts ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+``MASTER_ADDR`` and ``MASTER_PORT`` in each process's environment; :func:`from_environment` reads them and
+:func:`run_in_group` joins the group with ``env://`` initialisation, takes its device from ``LOCAL_RANK`` and
+runs one rank. :func:`launch` (``mmcourse train --nproc N``, one machine) spawns N processes that set the
+same variables and go through the same :func:`run_in_group`; under torchrun it runs this process's rank.
+A collective that fails (another rank died, or did not answer within the timeout) raises
+:class:`RankFailure` on the ranks still alive, so they stop with one clear message.
 """
 
 from __future__ import annotations
@@ -24,7 +32,9 @@ from __future__ import annotations
 import datetime
 import os
 import socket
+import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -62,6 +72,71 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")  # what torchrun sets
+DEFAULT_TIMEOUT_S = 300.0
+
+
+class RankFailure(RuntimeError):
+    """A collective operation failed on this rank: another rank died or stopped answering."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where this process sits in a data-parallel run, as torchrun (or :func:`launch`) describes it."""
+
+    rank: int  # among all processes, 0 ... world_size - 1
+    world_size: int
+    local_rank: int  # among this node's processes: picks the GPU
+    local_world_size: int  # processes on this node: share its CPU cores
+
+
+def from_environment(env: dict[str, str] | None = None) -> Placement | None:
+    """This process's place in a torchrun-style launch, from ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+    ``MASTER_ADDR`` and ``MASTER_PORT``; None when ``WORLD_SIZE`` is not set (a plain single process).
+    Raises ValueError, naming what is wrong, when the variables are incomplete or inconsistent."""
+    env = os.environ if env is None else env
+    if "WORLD_SIZE" not in env:
+        return None
+    missing = [v for v in ENV_VARS if not env.get(v)]
+    if missing:
+        raise ValueError(f"WORLD_SIZE is set but {', '.join(missing)} is not: start the processes with torchrun "
+                         "(or set all of " + ", ".join(ENV_VARS) + ")")
+    try:
+        rank, world, local = int(env["RANK"]), int(env["WORLD_SIZE"]), int(env["LOCAL_RANK"])
+        local_world = int(env.get("LOCAL_WORLD_SIZE") or world)
+    except ValueError:
+        raise ValueError("RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE must be integers, got "
+                         + ", ".join(f"{v}={env.get(v)!r}" for v in ("RANK", "WORLD_SIZE", "LOCAL_RANK",
+                                                                     "LOCAL_WORLD_SIZE"))) from None
+    if not (world >= 1 and 0 <= rank < world and 0 <= local < local_world <= world):
+        raise ValueError(f"inconsistent launch: RANK={rank}, WORLD_SIZE={world}, LOCAL_RANK={local}, "
+                         f"LOCAL_WORLD_SIZE={local_world}")
+    return Placement(rank, world, local, local_world)
+
+
+def init_from_environment(
+    place: Placement | None = None, *, backend: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> torch.device:
+    """Join the process group described by the environment (``env://``); return this rank's device.
+
+    ``backend``: ``"nccl"`` when this node has a GPU for each of its processes (rank uses GPU
+    ``LOCAL_RANK``), else ``"gloo"`` on the CPU. A collective that waits longer than ``timeout_s``
+    (a rank crashed, or never joined) raises instead of hanging.
+    """
+    place = place or from_environment()
+    if place is None:
+        raise ValueError("not started as one rank of a group: WORLD_SIZE is not set (use torchrun or --nproc)")
+    if backend is None:
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        backend = "nccl" if gpus >= place.local_world_size else "gloo"
+    dist.init_process_group(backend, init_method="env://", rank=place.rank, world_size=place.world_size,
+                            timeout=datetime.timedelta(seconds=timeout_s))
+    if backend == "nccl":
+        torch.cuda.set_device(place.local_rank)
+        return torch.device("cuda", place.local_rank)
+    return torch.device("cpu")
+
+
 def init(
     rank: int,
     world_size: int,
@@ -69,27 +144,23 @@ def init(
     port: int,
     backend: str | None = None,
     addr: str = "127.0.0.1",
-    timeout_s: float = 300.0,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> torch.device:
-    """Join the process group as ``rank`` of ``world_size``; return the device this rank should use.
+    """Join the process group as ``rank`` of ``world_size`` processes on this machine; return its device.
 
-    ``backend``: ``"nccl"`` when there is a GPU for every rank, else ``"gloo"`` (CPU). All ranks must
-    pass the same ``port`` (and ``addr``, the host of rank 0). A collective that waits longer than
-    ``timeout_s`` (a rank crashed, or never joined) raises instead of hanging.
+    Sets the variables torchrun would set and joins through :func:`init_from_environment`, so a
+    spawned rank and a torchrun rank start the same way. All ranks must pass the same ``port``.
     """
+    _set_environment(rank, world_size, addr, port)
+    return init_from_environment(backend=backend, timeout_s=timeout_s)
+
+
+def _set_environment(rank: int, world_size: int, addr: str, port: int) -> None:
+    """Set the variables torchrun sets, for ``rank`` of ``world_size`` processes on this machine."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, world_size), got rank {rank} of {world_size}")
-    if backend is None:
-        backend = "nccl" if torch.cuda.is_available() and torch.cuda.device_count() >= world_size else "gloo"
-    os.environ["MASTER_ADDR"] = addr
-    os.environ["MASTER_PORT"] = str(port)
-    dist.init_process_group(
-        backend, rank=rank, world_size=world_size, timeout=datetime.timedelta(seconds=timeout_s)
-    )
-    if backend == "nccl":
-        torch.cuda.set_device(rank)
-        return torch.device("cuda", rank)
-    return torch.device("cpu")
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
+                      LOCAL_WORLD_SIZE=str(world_size), MASTER_ADDR=addr, MASTER_PORT=str(port))
 
 
 def shutdown() -> None:
@@ -98,27 +169,75 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+def _collective_failed(err: BaseException) -> bool:
+    if isinstance(err, getattr(dist, "DistError", ())):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and any(
+        key in text for key in ("Gloo", "gloo", "NCCL", "Connection closed", "Connection reset", "timed out",
+                                "Timed out", "Socket Timeout", "Broken pipe"))
+
+
+def run_in_group(fn: Callable[..., Any], *args: Any, backend: str | None = None,
+                 timeout_s: float = DEFAULT_TIMEOUT_S, place: Placement | None = None) -> Any:
+    """Join the group the environment describes, run ``fn(rank, world_size, device, *args)``, leave.
+
+    The one way a rank starts, under torchrun or spawned by :func:`launch`. When a collective fails
+    (another rank died, or did not answer within ``timeout_s``), raises :class:`RankFailure`.
+    """
+    place = place or from_environment()
+    if place is None:
+        raise ValueError("not started as one rank of a group: WORLD_SIZE is not set (use torchrun or --nproc)")
+    device = init_from_environment(place, backend=backend, timeout_s=timeout_s)
+    print(f"rank {place.rank} of {place.world_size}: joined ({dist.get_backend()}, {device})", file=sys.stderr,
+          flush=True)
+    failed = False
+    try:
+        return fn(place.rank, place.world_size, device, *args)
+    except Exception as err:
+        if not _collective_failed(err):
+            raise
+        failed = True
+        raise RankFailure(
+            f"rank {place.rank} of {place.world_size} stopped: a collective operation failed, so another rank "
+            f"died or did not answer within the {timeout_s:.0f} s collective timeout ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:200] if str(err) else ''})") from err
+    finally:
+        if not failed:  # after a failure the group may be unusable; the process is about to end anyway
+            shutdown()
+
+
 def _run_rank(
     rank: int, fn: Callable[..., Any], world_size: int, port: int, backend: str | None, timeout_s: float, args: tuple
 ) -> None:
-    device = init(rank, world_size, port=port, backend=backend, timeout_s=timeout_s)
-    try:
-        fn(rank, world_size, device, *args)
-    finally:
-        shutdown()
+    _set_environment(rank, world_size, "127.0.0.1", port)
+    run_in_group(fn, *args, backend=backend, timeout_s=timeout_s)
 
 
 def launch(
-    fn: Callable[..., Any], nprocs: int, *args: Any, backend: str | None = None, timeout_s: float = 300.0
+    fn: Callable[..., Any], nprocs: int, *args: Any, backend: str | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> None:
-    """Run ``fn(rank, world_size, device, *args)`` in ``nprocs`` fresh processes joined in one group.
+    """Run ``fn(rank, world_size, device, *args)`` on every rank of a group of ``nprocs`` processes.
 
-    ``fn`` must be importable by name (a module-level function), as ``torch.multiprocessing.spawn``
-    starts each process from scratch. Returns when all ranks are done; raises if any rank raised.
-    With ``nprocs == 1`` it runs in this process, without a process group.
+    Under torchrun (``WORLD_SIZE`` set) the processes are torchrun's: this process runs its own rank
+    and ``nprocs`` must be 1 or the world size. Otherwise it starts ``nprocs`` fresh processes on this
+    machine (``fn`` must be importable by name, a module-level function, as ``torch.multiprocessing.spawn``
+    starts each from scratch), each of which sets torchrun's variables and joins through
+    :func:`run_in_group`. Returns when all ranks are done; raises if any rank raised or died.
+    With ``nprocs == 1`` and no torchrun it runs in this process, without a process group.
     """
     if nprocs < 1:
         raise ValueError(f"nprocs must be at least 1, got {nprocs}")
+    place = from_environment()
+    if place is not None:
+        if nprocs not in (1, place.world_size):
+            raise ValueError(f"started by torchrun as one of {place.world_size} processes: the processes are "
+                             f"torchrun's (--nproc-per-node, --nnodes), drop --nproc {nprocs}")
+        if place.world_size > 1:
+            run_in_group(fn, *args, backend=backend, timeout_s=timeout_s, place=place)
+            return
+        nprocs = 1
     if nprocs == 1:
         fn(0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu"), *args)
         return

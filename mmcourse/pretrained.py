@@ -142,26 +142,30 @@ def _load_inputs(name: str, info: dict) -> dict[str, torch.nn.Module]:
 
 
 def save(name: str, model: torch.nn.Module, *, description: str, inputs: dict[str, str] | None = None,
-         extra: dict | None = None) -> Path:
+         extra: dict | None = None, directory: str | Path | None = None) -> Path:
     """Write ``name``.safetensors and its card; returns the weights path.
 
     ``model`` must be a class of ``mmcourse.models`` with a ``config`` attribute (its constructor's
     arguments); ``inputs`` maps constructor arguments to the bundled checkpoints the model was built
-    on, whose current sha256 the card records as ``requires``.
+    on, whose current sha256 the card records as ``requires``. ``directory``: where to write (default:
+    the bundled checkpoints). Each file is written to a temporary name and renamed into place, so a
+    process killed while saving leaves the previous files, never half-written ones.
     """
     cls = type(model).__name__
     if getattr(mmcourse.models, cls, None) is not type(model):
         raise TypeError(f"{cls} is not exported by mmcourse.models: a checkpoint's network must live there")
     inputs = dict(inputs or {})
     requires = {req: card(req)["sha256"] for req in sorted(set(inputs.values()))}
-    out = checkpoint_dir()
+    out = Path(directory) if directory is not None else checkpoint_dir()
     out.mkdir(parents=True, exist_ok=True)
     weights = out / f"{name}.safetensors"
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = weights.with_suffix(".tmp")
     save_file(state, str(tmp), metadata={"name": name})
-    tmp.replace(weights)
     info = {"name": name, "description": description, "model": cls, "config": model.config,
-            "sha256": sha256_of(weights), "requires": requires, "inputs": inputs, **(extra or {})}
-    (out / f"{name}.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+            "sha256": sha256_of(tmp), "requires": requires, "inputs": inputs, **(extra or {})}
+    card_tmp = out / f"{name}.json.tmp"
+    card_tmp.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    tmp.replace(weights)
+    card_tmp.replace(out / f"{name}.json")
     return weights

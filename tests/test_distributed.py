@@ -3,6 +3,11 @@ holding the concatenated batch (and of open_clip's ClipLoss(local_loss=True, gat
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -165,3 +170,127 @@ def test_nproc_must_divide_the_batch():
 
     with pytest.raises(ValueError, match="divide batch_size"):
         train_clip(nproc=3, batch_size=16, steps=1, evaluate=False, progress=False)
+
+
+# ------------------------------------------------------------------------------ torchrun and the command line
+
+TINY = {"image": {"kind": "vit", "width": 16, "layers": 1, "heads": 2, "patch": 8},
+        "text": {"kind": "transformer", "width": 16, "layers": 1, "heads": 2}, "embed_dim": 16}
+TRAIN = ["train", "clip_shapes", "--steps", "3", "--batch-size", "16", "--seed", "1", "--quiet", "--no-evaluate",
+         "--config", json.dumps(TINY)]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _clean_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in (*distributed.ENV_VARS, "LOCAL_WORLD_SIZE")}
+    return {**env, **extra}
+
+
+def _trained(folder: Path):
+    """The model and card that `mmcourse train --out folder` wrote (and nothing else was left there)."""
+    from safetensors.torch import load_file
+
+    from mmcourse.models import CLIP
+
+    assert sorted(p.name for p in folder.iterdir()) == ["clip_shapes.json", "clip_shapes.safetensors"]
+    card = json.loads((folder / "clip_shapes.json").read_text())
+    model = CLIP(**card["config"])
+    model.load_state_dict(load_file(folder / "clip_shapes.safetensors"))
+    return model.eval(), card
+
+
+def _same_function(a, b) -> None:
+    images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    captions = ["a red square", "a star"]
+    with torch.no_grad():
+        assert torch.allclose(a.encode_image(images), b.encode_image(images), atol=1e-4)
+        assert torch.allclose(a.encode_text(captions), b.encode_text(captions), atol=1e-4)
+        assert torch.allclose(a.logit_scale, b.logit_scale, atol=1e-6)
+
+
+@needs_gloo
+def test_torchrun_equals_nproc_and_one_process(tmp_path):
+    """`torchrun --standalone --nproc-per-node 2 -m mmcourse train clip_shapes` (env:// from torchrun's
+    variables), `mmcourse train --nproc 2` (spawned, the same code path) and one process on the whole batch
+    give the same global losses and the same function; only rank 0 writes, and nothing half-written stays."""
+    from mmcourse.recipes.clip_shapes import train as train_clip
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    runs = {"torchrun": [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "mmcourse", *TRAIN],
+            "nproc": [sys.executable, "-m", "mmcourse", *TRAIN, "--nproc", "2"]}
+    for name, cmd in runs.items():
+        proc = subprocess.run([*cmd, "--out", str(tmp_path / name)], capture_output=True, text=True, cwd=ROOT,
+                              env=_clean_env(), timeout=600)
+        assert proc.returncode == 0, (name, proc.stderr[-3000:])
+        assert "rank 0 of 2: joined" in proc.stderr and "rank 1 of 2: joined" in proc.stderr, proc.stderr[-2000:]
+        assert proc.stdout.count("wrote ") == 1, "only rank 0 writes the checkpoint"
+    one, metrics = train_clip(nproc=1, seed=1, steps=3, batch_size=16, config=TINY, progress=False, evaluate=False)
+    for name in runs:
+        model, card = _trained(tmp_path / name)
+        assert card["metrics"]["nproc"] == 2 and card["metrics"]["launcher"] == ("torchrun" if name == "torchrun" else "spawn")
+        assert [h["loss"] for h in card["metrics"]["history"]] == pytest.approx(
+            [h["loss"] for h in metrics["history"]], abs=1e-3)
+        _same_function(model, one)
+
+
+def _read(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
+@needs_gloo
+def test_a_rank_that_dies_stops_the_others_with_a_clear_error(tmp_path):
+    """Two ranks started the way torchrun starts them (its variables in the environment); rank 1 is killed
+    mid-training. Rank 0 stops with a clear error within the collective timeout and writes nothing."""
+    timeout = 10
+    port = distributed.free_port()
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "mmcourse", *TRAIN, "--steps", "100000", "--out", str(out),
+           "--collective-timeout", str(timeout)]
+    procs, logs = [], []
+    for rank in range(2):
+        env = _clean_env(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2",
+                         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        logs.append(tmp_path / f"rank{rank}.log")
+        with open(logs[-1], "w") as log:
+            procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env))
+    try:
+        deadline = time.monotonic() + 300
+        while not all("joined" in _read(log) for log in logs):
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), [_read(x) for x in logs]
+            time.sleep(0.2)
+        time.sleep(2)  # training under way
+        procs[1].kill()
+        killed = time.monotonic()
+        rc = procs[0].wait(timeout=timeout + 120)
+        stopped_after = time.monotonic() - killed
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    text = _read(logs[0])
+    assert rc == 1, text[-3000:]
+    assert "rank 0 of 2 stopped: a collective operation failed" in text and "nothing was written" in text, text[-3000:]
+    assert stopped_after < timeout + 60, stopped_after
+    assert not out.exists() or not list(out.iterdir()), "no checkpoint, not even half of one"
+
+
+def test_torchrun_variables_are_read_and_checked():
+    assert distributed.from_environment({}) is None
+    env = dict(RANK="1", WORLD_SIZE="4", LOCAL_RANK="1", LOCAL_WORLD_SIZE="2", MASTER_ADDR="node0", MASTER_PORT="29500")
+    assert distributed.from_environment(env) == distributed.Placement(1, 4, 1, 2)
+    with pytest.raises(ValueError, match="MASTER_ADDR is not"):
+        distributed.from_environment({**env, "MASTER_ADDR": ""})
+    with pytest.raises(ValueError, match="must be integers"):
+        distributed.from_environment({**env, "RANK": "one"})
+    with pytest.raises(ValueError, match="inconsistent"):
+        distributed.from_environment({**env, "RANK": "4"})
+
+
+def test_torchrun_owns_the_processes(monkeypatch):
+    from mmcourse.recipes.clip_shapes import train as train_clip
+
+    for key, value in dict(RANK="0", WORLD_SIZE="2", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT="1").items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ValueError, match="drop --nproc 4"):
+        train_clip(nproc=4, batch_size=16, steps=1, evaluate=False, progress=False)

@@ -79,10 +79,21 @@ GRADED_ALONE = ("each exercise is graded alone: while one exercise is judged, ev
                 "is the reference solution, so one mistake costs one exercise")
 
 
-def report_json(results: list[SubmissionResult], sandbox: str | None = None) -> str:
-    doc: dict = {"rule": GRADED_ALONE, "submissions": [asdict(r) for r in results]}
+def report_json(results: list[SubmissionResult], sandbox: str | None = None, *, course: dict | None = None,
+                seed: int | None = None, shard: dict | None = None) -> str:
+    """The JSON report. ``course``: what it was graded against (the package version and a digest per
+    notebook, see :func:`mmcourse.grading.shard.course_stamp`); ``seed``: the hidden cases' seed;
+    ``shard``: for one part of a sharded run (see :mod:`mmcourse.grading.shard`)."""
+    doc: dict = {"rule": GRADED_ALONE}
+    if course is not None:
+        doc["course"] = course
+    if seed is not None:
+        doc["seed"] = seed
     if sandbox is not None:
         doc["sandbox"] = sandbox
+    if shard is not None:
+        doc["shard"] = shard
+    doc["submissions"] = [asdict(r) for r in results]
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
 
 
@@ -149,11 +160,12 @@ def atomic_write(path: Path, text: str) -> str:
 
 
 def write_reports(results: list[SubmissionResult], json_path: str | Path | None, csv_path: str | Path | None,
-                  sandbox: str | None = None) -> list[tuple[Path, str]]:
-    """Write the JSON and CSV reports (each if a path is given); returns (path, sha256) for each written."""
+                  sandbox: str | None = None, **header) -> list[tuple[Path, str]]:
+    """Write the JSON and CSV reports (each if a path is given); returns (path, sha256) for each written.
+    ``header``: ``course``, ``seed`` and ``shard`` for the JSON report (see :func:`report_json`)."""
     written = []
     if json_path:
-        written.append((Path(json_path), atomic_write(Path(json_path), report_json(results, sandbox))))
+        written.append((Path(json_path), atomic_write(Path(json_path), report_json(results, sandbox, **header))))
     if csv_path:
         written.append((Path(csv_path), atomic_write(Path(csv_path), report_csv(results))))
     return written

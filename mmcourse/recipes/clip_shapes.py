@@ -66,43 +66,63 @@ def train(
     objects: int | tuple[int, int] = 1,
     log_every: int = 100,
     evaluate: bool = True,
-) -> tuple[CLIP, dict]:
+    timeout_s: float = distributed.DEFAULT_TIMEOUT_S,
+) -> tuple[CLIP | None, dict]:
     """Deterministic for a given seed on one machine: fresh data from ``seed``, AdamW with a
     one-cycle schedule (no weight decay on biases, norms and the logit scale), the logit scale
     clamped at 100 after every step.
 
-    ``nproc > 1`` trains data-parallel in that many processes (torch.distributed: gloo on CPU, NCCL
-    with a GPU per process): each takes ``batch_size / nproc`` pairs of the same global batch, the
-    features are gathered so every image still meets all ``batch_size - 1`` negatives, and DDP
-    averages the gradients. Without batch normalisation (e.g. the ViT) this is the single-process
-    training up to float rounding; with the CNN, batch statistics are per process.
+    Data-parallel training: under ``torchrun`` (``WORLD_SIZE`` in the environment) this process is
+    one rank of that launch; otherwise ``nproc > 1`` starts that many processes on this machine, which
+    go through the same code (:func:`mmcourse.distributed.launch`; gloo on CPU, NCCL with a GPU per
+    process). Each rank takes ``batch_size / world_size`` pairs of the same global batch, the features
+    are gathered so every image still meets all ``batch_size - 1`` negatives, and DDP averages the
+    gradients. Without batch normalisation (e.g. the ViT) this is the single-process training up to
+    float rounding; with the CNN, batch statistics are per process (see the README). Rank 0 returns the
+    model and the metrics; under torchrun the other ranks return ``(None, metrics)`` with no
+    evaluation. A rank that dies makes the others raise :class:`mmcourse.distributed.RankFailure`
+    within ``timeout_s``.
     """
     config = dict(config or DEFAULT_CONFIG)
     options = dict(seed=seed, steps=steps, batch_size=batch_size, lr=lr, config=config, objects=objects,
                    progress=progress, log_every=log_every)
-    if nproc < 1 or batch_size % nproc:
-        raise ValueError(f"nproc must be >= 1 and divide batch_size {batch_size}, got {nproc}")
+    place = distributed.from_environment()
+    if place is not None and nproc not in (1, place.world_size):
+        raise ValueError(f"started by torchrun as one of {place.world_size} processes: drop --nproc {nproc} "
+                         "(torchrun's --nproc-per-node and --nnodes set the processes)")
+    world = place.world_size if place is not None else nproc
+    if world < 1 or batch_size % world:
+        raise ValueError(f"the number of processes must be >= 1 and divide batch_size {batch_size}, got {world} "
+                         f"(nproc must divide batch_size)")
     start = time.perf_counter()
-    if nproc == 1:
+    model: CLIP | None = None
+    if world == 1:
         model, history = train_rank_loop(rank=0, world_size=1, **options)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             out = f"{tmp}/rank0.pt"
-            distributed.launch(_train_rank, nproc, options, out)
-            saved = torch.load(out, weights_only=True)
-        model = CLIP(**config)
-        model.load_state_dict(saved["state"])
-        history = saved["history"]
+            distributed.launch(_train_rank, world, options, out, timeout_s=timeout_s)
+            saved = torch.load(out, weights_only=True) if os.path.exists(out) else None
+        history = None
+        if saved is not None:  # rank 0 (or the parent of spawned ranks)
+            model = CLIP(**config)
+            model.load_state_dict(saved["state"])
+            history = saved["history"]
     seconds = time.perf_counter() - start
+    launcher = "torchrun" if place is not None else ("spawn" if world > 1 else "none")
+    metrics = {"history": history, "steps": steps, "batch_size": batch_size, "nproc": world, "launcher": launcher,
+               "train_seconds": round(seconds, 1)}
+    if model is None:
+        return None, metrics
     model.eval()
-    metrics = {"zero_shot": evaluate_zero_shot(model) if evaluate else None, "history": history, "steps": steps,
-               "batch_size": batch_size, "nproc": nproc, "train_seconds": round(seconds, 1)}
-    return model, metrics
+    return model, {"zero_shot": evaluate_zero_shot(model) if evaluate else None, **metrics}
 
 
 def _train_rank(rank: int, world_size: int, device: torch.device, options: dict, out: str) -> None:
     """One process of data-parallel training; rank 0 saves the weights and the loss history."""
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+    place = distributed.from_environment()
+    local = place.local_world_size if place is not None else world_size
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
     model, history = train_rank_loop(rank=rank, world_size=world_size, device=device,
                                      **{**options, "progress": options["progress"] and rank == 0})
     if rank == 0:
