@@ -8,9 +8,11 @@ from mmcourse.models.cnn import ConvEncoder
 from mmcourse.models.photo_classifier import PhotoClassifier
 from mmcourse.models.text import BagOfWordsEncoder, TextTransformer
 from mmcourse.models.text_to_image import DiffusionModel
+from mmcourse.models.transformer import CausalLM
 from mmcourse.models.vit import TinyViT
+from mmcourse.models.vlm import VLM
 
 __all__ = [
     "CLIP", "AttributePredictor", "BagOfWordsEncoder", "ConvEncoder", "DiffusionModel", "PhotoClassifier",
-    "TextTransformer", "TinyViT", "bag_of_words",
+    "TextTransformer", "TinyViT", "bag_of_words", "CausalLM", "VLM",
 ]
