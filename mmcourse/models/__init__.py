@@ -5,6 +5,8 @@ from mmcourse.models.attributes import AttributePredictor
 from mmcourse.models.bow import bag_of_words
 from mmcourse.models.clip import CLIP
 from mmcourse.models.cnn import ConvEncoder
+from mmcourse.models.dalle import DALLE
+from mmcourse.models.dvae import DiscreteVAE
 from mmcourse.models.photo_classifier import PhotoClassifier
 from mmcourse.models.text import BagOfWordsEncoder, TextTransformer
 from mmcourse.models.text_to_image import DiffusionModel
@@ -13,6 +15,6 @@ from mmcourse.models.vit import TinyViT
 from mmcourse.models.vlm import VLM
 
 __all__ = [
-    "CLIP", "AttributePredictor", "BagOfWordsEncoder", "ConvEncoder", "DiffusionModel", "PhotoClassifier",
+    "CLIP", "DALLE", "AttributePredictor", "BagOfWordsEncoder", "ConvEncoder", "DiffusionModel", "DiscreteVAE", "PhotoClassifier",
     "TextTransformer", "TinyViT", "bag_of_words", "CausalLM", "VLM",
 ]
