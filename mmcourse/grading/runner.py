@@ -31,6 +31,38 @@ from mmcourse.grading.kernel import OUTPUT_LIMIT, CellRun, Kernel
 from mmcourse.grading.submission import Answers
 
 SETUP_TIMEOUT = 300  # the reference set-up cell (imports) gets its own, generous limit
+
+# Run before the set-up cell in every grading kernel: matplotlib (about a fifth of a kernel's start-up, and a
+# font cache rebuilt in every sandbox's fresh /tmp) is imported on first use instead of by the set-up
+# cell's `import matplotlib.pyplot as plt`; grading calls exercise functions, which rarely plot. A cell that
+# does use it gets the real module then (any attribute, or importing a submodule, loads it).
+LAZY_IMPORTS = """def _mmcourse_lazy_imports():
+    import importlib, importlib.machinery, importlib.util, sys, types
+    group = ("matplotlib", "matplotlib.pyplot")
+    if any(name in sys.modules for name in group):
+        return
+    top_spec = importlib.util.find_spec("matplotlib")  # found, not imported
+    if top_spec is None or not top_spec.submodule_search_locations:
+        return
+    specs = {"matplotlib": top_spec, "matplotlib.pyplot": importlib.machinery.PathFinder.find_spec(
+        "matplotlib.pyplot", list(top_spec.submodule_search_locations))}
+
+    class LazyModule(types.ModuleType):
+        def __getattr__(self, attr):  # anything but the spec and file (inspect reads every module's) loads it
+            for name in group:
+                if isinstance(sys.modules.get(name), LazyModule):
+                    del sys.modules[name]
+            return getattr(importlib.import_module(self.__name__), attr)
+
+    lazy = {}
+    for name in group:
+        lazy[name] = LazyModule(name)
+        lazy[name].__spec__, lazy[name].__file__ = specs[name], specs[name].origin
+    lazy["matplotlib"].pyplot = lazy["matplotlib.pyplot"]
+    sys.modules.update(lazy)
+_mmcourse_lazy_imports()
+del _mmcourse_lazy_imports
+"""
 JUDGED = ("exercise", "capture")  # the steps that run the student's code
 
 
@@ -55,6 +87,7 @@ class Plan:
     missing: dict[str, str]  # exercise id -> why it cannot be run
     marker: str
     references: str = ""  # every exercise's reference solution, run after the set-up in each kernel
+    prelude: str = ""  # the grader's own cell before the set-up (LAZY_IMPORTS)
 
 
 @dataclass
@@ -72,6 +105,11 @@ class _State:
     deadline: float
     outcome: dict[str, Outcome] = field(default_factory=dict)
     position: int = 0  # the next step to run; only ever increases
+    trace: list[tuple[str, float]] | None = None
+
+    def note(self, what: str, seconds: float) -> None:
+        if self.trace is not None:
+            self.trace.append((what, seconds))
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
@@ -129,14 +167,16 @@ _mmcourse_capture()
 '''
 
 
-def assemble(reference: nbformat.NotebookNode, answers: Answers, seed: int, marker: str) -> Plan:
+def assemble(reference: nbformat.NotebookNode, answers: Answers, seed: int, marker: str, *,
+             lazy_imports: bool = True) -> Plan:
     """What the grader runs: the reference set-up cell and solutions, then each exercise cell with its
-    capture cell and the reference cell again."""
+    capture cell and the reference cell again (``lazy_imports``: :data:`LAZY_IMPORTS` first)."""
     import torch
 
     setup = next(c.source for c in reference.cells if c.cell_type == "code")
     solutions = {ex_id: reference.cells[idx].source for ex_id, idx in notebook.exercise_cells(reference).items()}
-    plan = Plan(setup, [], {}, {}, marker, references="\n\n".join(solutions.values()))
+    plan = Plan(setup, [], {}, {}, marker, references="\n\n".join(solutions.values()),
+                prelude=LAZY_IMPORTS if lazy_imports else "")
     g = torch.Generator().manual_seed(seed)
     for ex in answers.notebook.exercises:
         ex_id = ex["id"]
@@ -162,20 +202,36 @@ def assemble(reference: nbformat.NotebookNode, answers: Answers, seed: int, mark
 
 
 def run(plan: Plan, start_kernel: Callable[[], Kernel], *, exercise_timeout: float, total_timeout: float,
-        max_starts: int | None = None) -> dict[str, Outcome]:
-    """Run ``plan``; an :class:`Outcome` for every exercise that has steps."""
-    state = _State(plan, exercise_timeout, time.monotonic() + total_timeout)
+        max_starts: int | None = None, trace: list[tuple[str, float]] | None = None) -> dict[str, Outcome]:
+    """Run ``plan``; an :class:`Outcome` for every exercise that has steps.
+
+    ``trace``: if given, receives (what, seconds) for every kernel start, cell and kernel shutdown, in
+    order (``benchmarks/grading_time.py`` reports where a submission's seconds go).
+    """
+    state = _State(plan, exercise_timeout, time.monotonic() + total_timeout, trace=trace)
     max_starts = max_starts or 3 * len(plan.cases) + 2  # each start is paid for by a cell that never runs again
     starts = 0
     while state.pending() and state.left() > 0 and starts < max_starts:
         starts += 1
-        with start_kernel() as kernel:
+        began = time.perf_counter()
+        kernel = start_kernel()
+        state.note("kernel start", time.perf_counter() - began)
+        with kernel:
+            if plan.prelude:
+                prelude = kernel.execute(plan.prelude, state.budget(SETUP_TIMEOUT))
+                state.note("lazy imports", prelude.seconds)
+                if prelude.status != "ok" and state.left() > 0:
+                    raise GradingError(f"the grader's prelude failed in the grading kernel ({prelude.status}: "
+                                       f"{prelude.error[:200]})")
             setup = kernel.execute(plan.setup, state.budget(SETUP_TIMEOUT))
+            state.note("set-up cell", setup.seconds)
             if setup.status != "ok" and state.left() > 0:
                 raise GradingError(f"the reference set-up cell failed in the grading kernel "
                                    f"({setup.status}: {setup.error[:200]})")
             if setup.status == "ok" and _define_references(kernel, state):
                 _advance(kernel, state)
+            began = time.perf_counter()
+        state.note("kernel shutdown", time.perf_counter() - began)
     _fail_the_rest(state, starts >= max_starts, total_timeout)
     return state.outcome
 
@@ -185,6 +241,7 @@ def _define_references(kernel: Kernel, state: _State) -> bool:
     if not state.plan.references:
         return True
     result = kernel.execute(state.plan.references, state.budget(SETUP_TIMEOUT))
+    state.note("reference solutions", result.seconds)
     if result.status == "ok" and not result.flooded:
         return True
     if state.left() <= 0:
@@ -202,6 +259,7 @@ def _advance(kernel: Kernel, state: _State) -> None:
         if step.ex_id in state.outcome and step.kind in JUDGED:  # its exercise cell already failed
             continue
         result = kernel.execute(step.source, state.budget(state.exercise_timeout))
+        state.note(f"{step.ex_id} {step.kind}", result.seconds)
         if result.status == "timeout" and state.left() <= 0:
             state.position = idx  # not the cell's fault: the submission's time is up
             return
