@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from importlib import resources
+from pathlib import Path
 
 import pytest
 import torch
@@ -163,3 +164,20 @@ def test_non_string_item_in_a_list_is_named(tok):
 def test_methods_reject_non_strings(tok, method):
     with pytest.raises(TypeError, match="int"):
         getattr(tok, method)(7)
+
+
+def test_the_course_vocabulary_is_frozen():
+    """The bundled checkpoints (clip_shapes and everything built on it) store one embedding row per word of
+    vocab.txt: adding a word changes the text tower's size and no checkpoint loads. A notebook that needs
+    more words appends them in a tokenizer of its own, ``Tokenizer([*course vocabulary, *new words])``, as
+    mmcourse/data/chat.py (notebook 06) does; the course's ids stay as they are."""
+    import hashlib
+
+    from mmcourse.data import tokenizer as tokenizer_module
+
+    path = Path(tokenizer_module.__file__).with_name("vocab.txt")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert digest == "4bb032af2c1b056174af95e0f9f19b553e27f27703bb81f2901cbadb08b57539", (
+        "mmcourse/data/vocab.txt changed: bundled checkpoints depend on its exact words and size. Revert it and put "
+        "new words in a notebook's own Tokenizer (see mmcourse/data/chat.py)"
+    )
