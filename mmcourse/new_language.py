@@ -2,7 +2,8 @@
 
 The frozen CLIP reads French badly (most words are ``<unk>``, and the colour follows the noun), so its
 zero-shot classifier fails. This module sets up the comparison the notebook and
-``benchmarks/lora_sweep.py`` make, on the text side only (the image encoder stays frozen and its
+``benchmarks/lora_sweep.py`` make on a :class:`mmcourse.models.text_tower.TextTower` (the course CLIP's text
+side with separate q/k/v projections and the French new words), on the text side only (the image encoder stays frozen and its
 features are computed once):
 
     method       what trains (besides nothing else: the rest of the text tower is frozen)
@@ -25,7 +26,6 @@ test asks for all 64 (the 8 held-out pairs included, named only in French).
 
 from __future__ import annotations
 
-import copy
 from typing import Iterator
 
 import torch
@@ -34,7 +34,6 @@ from torch import nn
 
 from mmcourse.data import french
 from mmcourse.data.shapes import combos_for, make_shapes
-from mmcourse.models.text_tower import TextTower
 from mmcourse.peft import apply_adapters, apply_lora, count_parameters
 from mmcourse.training import fit
 from mmcourse.zeroshot import TEMPLATES, encode_images
@@ -91,7 +90,7 @@ def accuracy(tower: nn.Module, features: Tensor, labels: Tensor, *, language: st
     return (pred == labels).float().mean().item()
 
 
-def prepare(tower: TextTower, method: str, *, r: int | None = None, bottleneck: int | None = None) -> TextTower:
+def prepare(tower: nn.Module, method: str, *, r: int | None = None, bottleneck: int | None = None) -> nn.Module:
     """Make ``method``'s parameters the only trainable ones (adding LoRA or adapters), in place; returns the tower.
 
     LoRA uses α = r (scaling 1 at every rank, so ranks compare at one learning rate)."""
@@ -121,7 +120,7 @@ def _batches(features: Tensor, labels: Tensor, batch_size: int, num_templates: i
         yield features[idx], labels[idx], torch.randint(num_templates, (num_classes,), generator=g)
 
 
-def fine_tune(tower: TextTower, features: Tensor, labels: Tensor, *, steps: int, lr: float, logit_scale: float,
+def fine_tune(tower: nn.Module, features: Tensor, labels: Tensor, *, steps: int, lr: float, logit_scale: float,
               seed: int = 0, batch_size: int = 128, progress: bool = False) -> list[float]:
     """Train ``tower``'s trainable parameters on French prompts of the seen classes (``features``,
     ``labels`` from :func:`image_features` with ``split="train"``); returns the loss of every step."""
@@ -151,8 +150,3 @@ def training_memory(tower: nn.Module) -> dict[str, int]:
     n = count_parameters(tower)
     size = next(tower.parameters()).element_size()
     return {"trainable": n, "gradient_bytes": n * size, "optimizer_bytes": 2 * n * size}
-
-
-def fresh_tower(clip: nn.Module) -> TextTower:
-    """A :class:`TextTower` copy of ``clip``'s text side with the French new words, nothing trainable yet."""
-    return TextTower.from_clip(copy.deepcopy(clip), french.NEW_WORDS).requires_grad_(False)

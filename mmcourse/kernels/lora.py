@@ -11,20 +11,12 @@ Two implementations, chosen in one place (:func:`lora_linear`):
 
 from __future__ import annotations
 
-import importlib.util
-
 import torch
 import torch.nn.functional as F
 
+from mmcourse.kernels.clip_loss import BACKENDS, TRITON_DTYPES, triton_available
+
 Tensor = torch.Tensor
-
-BACKENDS = ("auto", "triton", "torch")
-TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-def triton_available() -> bool:
-    """Whether the ``triton`` package can be imported (it ships with PyTorch's Linux wheels)."""
-    return importlib.util.find_spec("triton") is not None
 
 
 def torch_lora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, lora_A: Tensor, lora_B: Tensor,

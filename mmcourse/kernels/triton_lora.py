@@ -19,11 +19,13 @@ mishandles bf16 arithmetic, so there every tile is upcast to fp32 right after it
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
+
+# Triton reads TRITON_INTERPRET once, at its first import, for every kernel alike: the CLIP loss kernels'
+# helpers tell whether this process interprets, and which dot precision torch's matmul settings ask for.
+from mmcourse.kernels.triton_clip_loss import _dot_precision, interpreting
 
 Tensor = torch.Tensor
 
@@ -70,25 +72,6 @@ def _lora_forward_kernel(
         acc += bias[None, :]
     out = Y_ptr + rows[:, None] * stride_ym + cols[None, :]
     tl.store(out, acc.to(Y_ptr.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
-
-
-def interpreting() -> bool:
-    """True when the kernel runs in Triton's CPU interpreter (``TRITON_INTERPRET=1`` when triton was first
-    imported; Triton reads the variable only then, so a later change is an error)."""
-    wanted = os.environ.get("TRITON_INTERPRET", "0") == "1"
-    wrapped = type(_lora_forward_kernel).__name__ == "InterpretedFunction"
-    if wanted != wrapped:
-        raise RuntimeError(
-            f"TRITON_INTERPRET is {'1' if wanted else 'not 1'} now but was {'1' if wrapped else 'not 1'} when triton "
-            "was first imported, and Triton only reads it then: set it before anything imports triton, or restart"
-        )
-    return wrapped
-
-
-def _dot_precision(dtype: torch.dtype) -> str:
-    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
-        return "ieee"
-    return "tf32"
 
 
 def triton_lora_forward(x: Tensor, weight: Tensor, bias: Tensor | None, lora_A: Tensor, lora_B: Tensor,
