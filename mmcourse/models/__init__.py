@@ -3,6 +3,7 @@ loading nothing (``mmcourse.pretrained.load`` finds a checkpoint's class here by
 
 from mmcourse.models.attributes import AttributePredictor
 from mmcourse.models.bow import bag_of_words
+from mmcourse.models.clap import CLAP, SpectrogramClassifier
 from mmcourse.models.clip import CLIP
 from mmcourse.models.cnn import ConvEncoder
 from mmcourse.models.dalle import DALLE
@@ -13,8 +14,10 @@ from mmcourse.models.text_to_image import DiffusionModel
 from mmcourse.models.transformer import CausalLM
 from mmcourse.models.vit import TinyViT
 from mmcourse.models.vlm import VLM
+from mmcourse.models.wavenet import WaveNet
 
 __all__ = [
     "CLIP", "DALLE", "AttributePredictor", "BagOfWordsEncoder", "ConvEncoder", "DiffusionModel", "DiscreteVAE", "PhotoClassifier",
     "TextTransformer", "TinyViT", "bag_of_words", "CausalLM", "VLM",
+    "CLAP", "SpectrogramClassifier", "WaveNet",
 ]

@@ -1,0 +1,164 @@
+"""Notebook 09's measurements, side by side in one run: STFT + mel against librosa (throughput ratio),
+Griffin-Lim's spectral convergence (ours and librosa's), WaveNet generation with queues against naive
+recomputation for one second of audio, and the RVQ error per added codebook.
+
+    python benchmarks/audio.py            # writes benchmarks/results/audio.md and audio.json
+
+Ratios, not absolute times, are the result: the machine this ran on may be shared.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import librosa
+import numpy as np
+import torch
+
+from mmcourse import audio as A
+from mmcourse import codec, pretrained
+from mmcourse.data.audio import KINDS, make_audio
+
+OUT = Path(__file__).parent / "results"
+SR, N_FFT, HOP, N_MELS = 8000, 256, 64, 32
+
+
+def timed(fn, repeats: int) -> float:
+    """The median of ``repeats`` wall times of ``fn()`` (seconds)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def stft_mel(clips: torch.Tensor) -> dict:
+    x32, x_np = clips.float(), clips.numpy().astype(np.float32)
+    ours = timed(lambda: A.mel_spectrogram(x32, SR, N_FFT, HOP, N_MELS), 7)
+    theirs = timed(lambda: librosa.feature.melspectrogram(y=x_np, sr=SR, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS), 7)
+    ref = librosa.feature.melspectrogram(y=x_np, sr=SR, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS)
+    diff = float(np.abs(A.mel_spectrogram(x32, SR, N_FFT, HOP, N_MELS).numpy() - ref).max() / ref.max())
+    n = clips.shape[0]
+    return {"clips": n, "ours_clips_per_s": n / ours, "librosa_clips_per_s": n / theirs, "ratio": theirs / ours,
+            "max_rel_diff": diff}
+
+
+def griffin_lim(clips: torch.Tensor) -> dict:
+    rows = {}
+    for n_iter in (32, 100):
+        ours, theirs = [], []
+        for x in clips.double():
+            mag = A.spectrogram(x, N_FFT, HOP)
+            y = A.griffin_lim(mag, N_FFT, HOP, n_iter=n_iter, length=x.shape[0], seed=0)
+            z = librosa.griffinlim(mag.numpy(), n_iter=n_iter, hop_length=HOP, n_fft=N_FFT, length=x.shape[0], random_state=0)
+            ours.append(A.spectral_convergence(mag, y, N_FFT, HOP))
+            theirs.append(A.spectral_convergence(mag, torch.from_numpy(z), N_FFT, HOP))
+        rows[n_iter] = {"ours": statistics.mean(ours), "librosa": statistics.mean(theirs)}
+    return rows
+
+
+def wavenet_speed(seconds: float = 1.0) -> dict:
+    model = pretrained.load("wavenet_audio")
+    n = int(SR * seconds)
+    label = torch.tensor([KINDS.index("tone")])
+    start = time.perf_counter()
+    fast = model.generate(n, labels=label, seed=0, fast=True)
+    t_fast = time.perf_counter() - start
+    start = time.perf_counter()
+    naive = model.generate(n, labels=label, seed=0, fast=False)
+    t_naive = time.perf_counter() - start
+    return {"samples": n, "receptive_field": model.receptive_field, "fast_s": t_fast, "naive_s": t_naive,
+            "ratio": t_naive / t_fast, "identical": bool(torch.equal(fast, naive))}
+
+
+def rvq_errors(n_q: int = 8, k: int = 64) -> dict:
+    train = A.log_mel(make_audio(384, seed=11, split="train").waveforms, SR)
+    test = A.log_mel(make_audio(270, seed=12, split="all").waveforms, SR)
+    frames = lambda m: m.transpose(1, 2).reshape(-1, m.shape[1])  # noqa: E731
+    books = codec.fit_residual_codebooks(frames(train), n_q=n_q, k=k, iters=12)
+    x = frames(test)
+    variance = float(x.sub(x.mean(0)).pow(2).mean())
+    errors = [float((x - codec.residual_quantize(x, books, q)[1]).pow(2).mean()) for q in range(1, n_q + 1)]
+    return {"n_q": n_q, "k": k, "variance": variance, "mse": errors, "kbps": [codec.bitrate(q, k, SR / HOP) / 1000
+                                                                              for q in range(1, n_q + 1)]}
+
+
+def main() -> None:
+    torch.set_num_threads(int(os.environ.get("MMCOURSE_THREADS", "1")))
+    clips = make_audio(64, seed=0, split="all").waveforms
+    one_per_kind = torch.cat([make_audio(1, seed=3, kinds=[k], split="all").waveforms for k in KINDS])
+    results = {
+        "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                    "load_average": os.getloadavg(), "torch": torch.__version__, "librosa": librosa.__version__,
+                    "note": "a shared machine: other jobs ran at the same time; compare ratios within this run"},
+        "stft_mel": stft_mel(clips),
+        "griffin_lim": griffin_lim(one_per_kind),
+        "wavenet": wavenet_speed(1.0),
+        "rvq": rvq_errors(),
+    }
+    OUT.mkdir(exist_ok=True)
+    (OUT / "audio.json").write_text(json.dumps(results, indent=2) + "\n")
+    s, g, w, r = results["stft_mel"], results["griffin_lim"], results["wavenet"], results["rvq"]
+    lines = [
+        "# Audio (notebook 09): measured side by side in one run",
+        "",
+        f"`python benchmarks/audio.py`, {results['machine']['threads']} thread(s), torch {torch.__version__}, "
+        f"librosa {librosa.__version__}. **The machine was shared** (load average "
+        f"{', '.join(f'{v:.1f}' for v in results['machine']['load_average'])} at the end on 2 cores): absolute "
+        "times are inflated; the ratios compare two things measured in the same run.",
+        "",
+        "## STFT + mel spectrogram against librosa",
+        "",
+        "| | clips / s (64 clips of 0.5 s at 8 kHz, n_fft 256, hop 64, 32 mels) |",
+        "| --- | --- |",
+        f"| `mmcourse.audio.mel_spectrogram` (torch, float32) | {s['ours_clips_per_s']:.0f} |",
+        f"| `librosa.feature.melspectrogram` (numpy, float32) | {s['librosa_clips_per_s']:.0f} |",
+        f"| ratio ours / librosa | **{s['ratio']:.2f}x** |",
+        "",
+        f"Largest difference relative to the largest value: {s['max_rel_diff']:.1e}.",
+        "",
+        "## Griffin-Lim: spectral convergence reached (mean over one clip of each of the nine kinds)",
+        "",
+        "| iterations | ours | librosa |",
+        "| --- | --- | --- |",
+        *[f"| {n} | {row['ours']:.4f} | {row['librosa']:.4f} |" for n, row in g.items()],
+        "",
+        "Both start from random phases (different generators), momentum 0.99. With `init=None` (zero phases) "
+        "the two return the same waveform to 1e-9 (tests/test_audio.py).",
+        "",
+        "## WaveNet generation: queues per layer against naive recomputation",
+        "",
+        f"`wavenet_audio` (receptive field {w['receptive_field']} samples), {w['samples']} samples (1 s at 8 kHz), "
+        "batch 1, same seed:",
+        "",
+        "| | seconds |",
+        "| --- | --- |",
+        f"| naive (whole stack over the last R samples per sample) | {w['naive_s']:.1f} |",
+        f"| fast (Paine et al.: a queue per layer) | {w['fast_s']:.1f} |",
+        f"| ratio | **{w['ratio']:.1f}x** |",
+        "",
+        f"Identical samples: {w['identical']}.",
+        "",
+        "## Residual VQ on log-mel frames: error per added codebook",
+        "",
+        f"{r['n_q']} codebooks of {r['k']} (k-means on residuals, 384 training clips), 270 test clips; frame "
+        f"variance {r['variance']:.1f} dB^2.",
+        "",
+        "| codebooks | kbps (125 frames/s) | MSE (dB^2) | error removed by this codebook |",
+        "| --- | --- | --- | --- |",
+        *[f"| {q + 1} | {r['kbps'][q]:.2f} | {r['mse'][q]:.2f} | "
+          f"{(r['variance'] if q == 0 else r['mse'][q - 1]) - r['mse'][q]:.2f} |" for q in range(r["n_q"])],
+        "",
+    ]
+    (OUT / "audio.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
