@@ -22,8 +22,6 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from mmcourse.models.transformer import KVCache
-
 Tensor = torch.Tensor
 
 TEXT_WEIGHT = 1 / 8  # DALL-E's weights: 1/8 for the text tokens, 7/8 for the image tokens
@@ -73,7 +71,7 @@ def sample_codes(model, captions: Sequence[str] | str, *, seed: int, temperature
     _check_sampling(temperature, top_k, model.num_codes)
     text = model.tokenize(captions)  # (N, T)
     g = torch.Generator().manual_seed(seed)
-    cache = KVCache() if use_cache else None
+    cache = model.new_cache() if use_cache else None
     x_text = model.embed_text(text)
     h = model.transformer(x_text, cache=cache)  # (N, T, W)
     codes = torch.empty(len(text), 0, dtype=torch.long, device=text.device)
@@ -135,3 +133,34 @@ def best_of(scores: Tensor, k: int) -> Tensor:
     if k <= 0 or k > scores.shape[1]:
         raise ValueError(f"k must be in 1..{scores.shape[1]}, got {k}")
     return scores[:, :k].argmax(dim=1)
+
+
+@torch.no_grad()
+def rerank_curve(model, clip, classifier, pairs: Sequence[tuple[str, str]], ks: Sequence[int] = (1, 2, 4, 8, 16, 32), *,
+                 groups: int = 4, seed: int = 0, temperature: float = 1.0, top_k: int | None = None,
+                 batch: int = 256) -> dict[int, dict[str, float]]:
+    """Sample-then-re-rank, judged independently: for every (colour, shape) pair, ``groups`` independent
+    draws of max(ks) samples of "a {colour} {shape}"; for each k the re-ranker keeps, in every draw, the
+    sample among its first k that CLIP scores highest; ``classifier`` (trained on real images only, not
+    CLIP) then reads the kept images (``mmcourse.fidelity.score_images``: colour, shape, both, diversity).
+    k = 1 is no re-ranking; the prefixes of one draw make the curve monotone in expectation."""
+    from mmcourse.fidelity import score_images
+
+    if groups < 2:
+        raise ValueError("groups must be >= 2 (the diversity of the kept images needs two per pair)")
+    if not ks or min(ks) < 1:
+        raise ValueError(f"every K must be >= 1, got {list(ks)}")
+    m = max(ks)
+    captions = [f"a {c} {s}" for c, s in pairs for _ in range(groups * m)]
+    images = torch.cat([generate(model, captions[i : i + batch], seed=seed + i, temperature=temperature, top_k=top_k)
+                        for i in range(0, len(captions), batch)])  # (P * groups * m, 3, S, S)
+    scores = torch.cat([clip_scores(clip, images[i : i + batch], captions[i : i + batch])
+                        for i in range(0, len(captions), batch)])
+    images = images.view(len(pairs) * groups, m, *images.shape[1:])
+    scores = scores.view(len(pairs) * groups, m)
+    out = {}
+    for k in ks:
+        kept = images[torch.arange(len(images)), best_of(scores, k)]  # (P * groups, 3, S, S)
+        out[int(k)] = {**score_images(kept.view(len(pairs), groups, *kept.shape[1:]), pairs, classifier),
+                       "clip": round(scores[torch.arange(len(scores)), best_of(scores, k)].mean().item(), 4)}
+    return out

@@ -88,6 +88,10 @@ class DALLE(nn.Module):
         pos = torch.arange(start, start + codes.shape[1], device=codes.device)
         return self.image_embedding(codes) + self.image_position(pos)
 
+    def new_cache(self) -> KVCache:
+        """An empty key-value cache for ``transformer(..., cache=)``."""
+        return KVCache()
+
     def transformer(self, x: Tensor, *, cache: KVCache | None = None) -> Tensor:
         """(N, L, width) embedded tokens (following those in ``cache``, if given) -> (N, L, width) after the final norm."""
         for block in self.blocks:
