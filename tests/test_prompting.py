@@ -99,7 +99,7 @@ def test_only_the_context_trains_and_no_clip_weight_changes(fresh):
     g = torch.Generator().manual_seed(0)
     feats, labels = F.normalize(torch.randn(16, fresh.embed_dim, generator=g), dim=1), torch.arange(16) % 4
     start = learner.context.detach().clone()
-    losses = prompting.train_prompts(learner, feats, labels, epochs=5, batch_size=8)
+    losses = prompting.train_prompts(learner, feats, labels, steps=10, batch_size=8)
     assert losses[-1] < losses[0] and not torch.equal(learner.context, start)
     after = fresh.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), "a CLIP weight changed"
