@@ -186,6 +186,10 @@ class PromptLearner(nn.Module):
         other.load_state_dict(learned, strict=False)
         return other
 
+    def __repr__(self) -> str:  # the frozen CLIP inside is not part of what the learner is
+        extra = f", meta_net={self.meta_net}" if hasattr(self, "meta_net") else ""
+        return f"{type(self).__name__}({self.extra_repr()}{extra})".replace("\n", " ")
+
     def extra_repr(self) -> str:
         kind = "class-specific" if self.class_specific else "unified"
         return f"classes={len(self.classnames)}, n_ctx={self.n_ctx}, {kind}, position={self.position!r}, init={self.init!r}"

@@ -47,34 +47,48 @@ class FewShotExplorer:
         return [self.classnames[j] for j in self.predictions[f"{method}|{shots}"]]
 
     def render(self, shots: int = 16, method: str = "CoOp"):
+        """The figure for ``shots`` and ``method``: drawn on the first call, updated in place after that."""
         names = self.predicted(shots, method)
+        mean, sd = self.point(shots, method)
         if self._fig is None:
-            self._fig = plt.figure(figsize=(11, 3.6))
-        fig = self._fig
-        fig.clear()
-        grid = fig.add_gridspec(2, 1 + len(names) // 2, width_ratios=[2.2] + [1] * (len(names) // 2))
+            self._draw(len(names))
+        for m, line in self._lines.items():
+            line.set_linewidth(2.5 if m == method else 1)
+            line.set_alpha(1 if m == method else 0.4)
+        self._star.set_data([shots], [100 * mean])
+        self._bar.set_data([shots, shots], [100 * (mean - sd), 100 * (mean + sd)])
+        self._ax.set_title(f"{method}, {shots} shots: {100 * mean:.1f} ± {100 * sd:.1f} %", fontsize=9)
+        for i, name in enumerate(names):
+            right = name == self.classnames[self.labels[i]]
+            self._titles[i].set_text(name)
+            self._titles[i].set_color("tab:green" if right else "tab:red")
+        return self._fig
+
+    def _draw(self, n: int) -> None:
+        half = (n + 1) // 2
+        fig = plt.figure(figsize=(11, 3.6))
+        grid = fig.add_gridspec(2, 1 + half, width_ratios=[2.2] + [1] * half)
         ax = fig.add_subplot(grid[:, 0])
+        self._lines = {}
         for m in self.methods:
             means = [self.point(k, m)[0] * 100 for k in self.shots]
-            ax.plot(self.shots, means, "o-" if m == method else ".-", lw=2.5 if m == method else 1, label=m,
-                    alpha=1 if m == method else 0.5)
+            (self._lines[m],) = ax.plot(self.shots, means, "o-", ms=3, label=m)
         ax.axhline(100 * self.hand, color="black", ls="--", lw=1, label="best hand prompt")
-        mean, sd = self.point(shots, method)
-        ax.errorbar([shots], [100 * mean], yerr=[100 * sd], fmt="*", ms=14, color="tab:red", zorder=5)
+        (self._bar,) = ax.plot([], [], color="tab:red", lw=2, zorder=5)
+        (self._star,) = ax.plot([], [], "*", ms=14, color="tab:red", zorder=6)
         ax.set_xscale("log", base=2)
         ax.set_xticks(self.shots, [str(k) for k in self.shots])
         ax.set_xlabel("labelled images per class")
         ax.set_ylabel("accuracy (%)")
-        ax.set_title(f"{method}, {shots} shots: {100 * mean:.1f} ± {100 * sd:.1f} %", fontsize=9)
         ax.legend(fontsize=6, loc="lower right")
-        for i, name in enumerate(names):
-            sub = fig.add_subplot(grid[i // (len(names) // 2), 1 + i % (len(names) // 2)])
+        self._titles = []
+        for i in range(n):
+            sub = fig.add_subplot(grid[i // half, 1 + i % half])
             sub.imshow(image_grid(self.images[i]), interpolation="nearest")
-            right = name == self.classnames[self.labels[i]]
-            sub.set_title(name, fontsize=7, color="tab:green" if right else "tab:red")
             sub.axis("off")
+            self._titles.append(sub.set_title("", fontsize=7))
         fig.tight_layout()
-        return fig
+        self._fig, self._ax = fig, ax
 
     def widget(self, shots: int = 16, method: str = "CoOp"):
         shots_control = w.SelectionSlider(options=self.shots, value=shots, description="shots")
