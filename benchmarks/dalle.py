@@ -4,8 +4,8 @@
 
 * **tokenizers** (stage 1), every variant trained ``--steps`` steps from the same seed, data and
   architecture (K = 128 codes, 8 x 8 grid), one module or one setting changed: the dVAE with the
-  bundled recipe's settings, with straight-through (hard) samples, with tau held at 1 (no annealing),
-  with beta = 0 and with beta 10x larger, and VQ-VAE with and without its dead-code remedies (k-means
+  bundled recipe's settings, with straight-through (hard) samples, with tau held at 1 (no annealing)
+  and with beta 10x larger, and VQ-VAE with and without its dead-code remedies (k-means
   initialisation and restarts); plus the bundled ``dvae_shapes``. Reconstruction MSE (encode, then
   decode the codes), perplexity of the code histogram over 2 048 fresh images (and over one batch of
   32, to show why the whole set is needed), and codes never used.
@@ -53,7 +53,6 @@ def tokenizers(steps: int, seed: int) -> list[dict]:
         ("dVAE (soft, tau 1 -> 1/16, beta 0.01 ramped)", "gumbel", {}),
         ("dVAE, straight-through (hard samples)", "gumbel", {"hard": True}),
         ("dVAE, tau held at 1 (no annealing)", "gumbel", {"tau_end": 1.0}),
-        ("dVAE, beta = 0 (no KL to the uniform prior)", "gumbel", {"beta": 0.0}),
         ("dVAE, beta x 10", "gumbel", {"beta": 10 * GUMBEL["beta"]}),
         ("VQ-VAE, k-means init + restarts", "vq", {}),
         ("VQ-VAE, no remedy (random init, no restarts)", "vq", {"remedies": False}),

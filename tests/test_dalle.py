@@ -145,3 +145,33 @@ def test_bundled_checkpoint():
     assert pretrained.card("dalle_shapes")["requires"].keys() == {"dvae_shapes"}
     images = DL.generate(m, ["a red circle", "a blue square"], seed=0)
     assert images.shape == (2, 3, 32, 32) and 0 <= images.min() and images.max() <= 1
+
+
+class _StubClip(torch.nn.Module):
+    """Scores an image by its mean colour against (1, 0, 0): redder is better."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def encode_image(self, images):
+        return images.mean(dim=(2, 3)) + 1e-3
+
+    def encode_text(self, texts):
+        return torch.tensor([[1.0, 0.0, 0.0]]).expand(len(texts), -1)
+
+
+def test_rerank_widget_orders_samples_by_score(model):
+    from mmcourse.widgets.dalle import RerankExplorer
+
+    explorer = RerankExplorer(model, _StubClip(), k=4, seed=0)
+    fig = explorer.render("a red circle")
+    scores = explorer.last_scores
+    assert fig is not None and scores.shape == (4,) and torch.all(scores[:-1] >= scores[1:])
+    red = F.normalize(explorer.last_images.mean(dim=(2, 3)) + 1e-3, dim=-1)[:, 0]
+    assert torch.allclose(red, scores, atol=1e-5)
+    with pytest.raises(ValueError, match="type a caption"):
+        explorer.render("   ")
+    with pytest.raises(ValueError, match="k must be"):
+        RerankExplorer(model, _StubClip(), k=0)
+    explorer.widget("a blue square")  # builds without error
