@@ -313,7 +313,7 @@ def log_mels(waveforms: torch.Tensor) -> torch.Tensor:
     return A.log_mel(waveforms, SR)  # (N, 32, 63) dB: n_fft 256, hop 64, 32 Slaney mels
 
 
-train_clips = make_audio(1024, seed=11, split="train")
+train_clips = make_audio(768, seed=11, split="train")
 test_clips = make_audio(270, seed=12, split="all")
 heldout_clips = make_audio(270, seed=13, split="heldout")
 train_mels, test_mels, heldout_mels = (log_mels(c.waveforms) for c in (train_clips, test_clips, heldout_clips))
@@ -322,11 +322,11 @@ torch.manual_seed(0)
 classifier = SpectrogramClassifier(num_classes=len(KINDS))
 start = time.perf_counter()
 losses = fit(classifier, lambda m, b: F.cross_entropy(m(b[0]), b[1]),
-             batches_of((train_mels, train_clips.labels), 64, seed=0), steps=120, lr=3e-3, progress=False)
+             batches_of((train_mels, train_clips.labels), 32, seed=0), steps=100, lr=3e-3, progress=False)
 with torch.no_grad():
     acc = {name: (classifier(mels).argmax(1) == clips.labels).float().mean().item()
            for name, mels, clips in (("test", test_mels, test_clips), ("held-out pairs", heldout_mels, heldout_clips))}
-print(f"120 steps in {time.perf_counter() - start:.1f} s: loss {losses[0]:.2f} -> {sum(losses[-10:]) / 10:.2f}; "
+print(f"100 steps of 32 clips in {time.perf_counter() - start:.1f} s: loss {losses[0]:.2f} -> {sum(losses[-10:]) / 10:.2f}; "
       f"accuracy {acc['test']:.1%} on fresh clips, {acc['held-out pairs']:.1%} on kind-register pairs never heard")
 
 # %% [markdown] slideshow={"slide_type": "slide"}
@@ -360,10 +360,40 @@ for way, name in (("image→text", "audio → caption"), ("text→image", "capti
     print(f"{name}: " + "  ".join(f"R@{k} {v:.1%}" for k, v in table[way].items()))
 
 # %% [markdown]
-# Zero-shot classification reaches the supervised classifier's level without a single label (see the
-# numbers above): the captions named the kinds often enough. Retrieval is scored against *identical*
-# captions, so "a drum" for a clip captioned "two drum hits" counts as a miss: Recall@1 is low for
-# that reason, and Recall@10 shows the right kind of caption is near the top.
+# Retrieval is scored against *identical* captions, so "a drum" for a clip captioned "two drum hits"
+# counts as a miss: Recall@1 is low for that reason, and Recall@10 shows captions of the right kind near
+# the top. Both classifiers stop well short of 100 %, and the held-out pairs drop further. Where do the
+# errors go? The kinds each model confuses most, on fresh clips and on held-out pairs:
+
+# %%
+def confusions(pred: torch.Tensor, labels: torch.Tensor, top: int = 3) -> str:
+    pairs = {}
+    for t, p in zip(labels.tolist(), pred.tolist()):
+        if t != p:
+            pairs[(KINDS[t], KINDS[p])] = pairs.get((KINDS[t], KINDS[p]), 0) + 1
+    return "; ".join(f"{t} -> {p}: {n}" for (t, p), n in sorted(pairs.items(), key=lambda kv: -kv[1])[:top])
+
+
+with torch.no_grad():
+    for (name, e), mels, clips in zip(audio_emb.items(), (test_mels, heldout_mels), (test_clips, heldout_clips)):
+        print(f"{name:>15s}  zero-shot: {confusions(logits_from_features(e, zs_classifier).argmax(1), clips.labels)}")
+        print(f"{'':>15s}  supervised: {confusions(classifier(mels).argmax(1), clips.labels)}")
+third = {"major": 2 ** (4 / 12) * 261.63, "minor": 2 ** (3 / 12) * 261.63}  # the third above C4 (261.63 Hz)
+band = A.mel_frequencies(34, 0, SR / 2)  # the edges of our 32 filters
+print(f"C major's third {third['major']:.0f} Hz vs C minor's {third['minor']:.0f} Hz: {third['major'] - third['minor']:.0f} Hz "
+      f"apart; our mel filters near 300 Hz are {float(band[5] - band[4]):.0f} Hz apart")
+
+# %% [markdown]
+# Major and minor chords differ only in their third, one semitone apart, and at these pitches a semitone
+# is narrower than one of our 32 mel bands (printed above): the log-mel image barely shows the difference
+# the label depends on. The held-out pairs include low major and high minor chords, so in training every
+# *low* chord was minor and every *high* one major: a model that cannot hear the third can learn the
+# register instead, and then calls the held-out low major chords "minor" and the high minor ones "major"
+# (read the lines above). That is a **shortcut**, the
+# audio version of notebook 03's lesson: a representation is only as good as what its input resolves.
+# More mel bands or a longer `n_fft` (try the explorer) would separate the thirds; the rest of the
+# confusions (tones, chirps and melodies, which share one pitched line) come from the captions, which
+# use "going up" and "rising" for both melodies and chirps.
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## 4 · Phase, and getting it back
@@ -587,7 +617,7 @@ play(10 * mu_8bit, "mu-law 8 bits (played 10x louder)")
 # training clips, each conditioned on its kind:
 
 # %%
-codes_train = A.mu_law_encode(train_clips.waveforms)  # (1024, 4000) long
+codes_train = A.mu_law_encode(train_clips.waveforms)  # (768, 4000) long
 torch.manual_seed(0)
 tiny = WaveNet(channels=16, skip_channels=32, dilations=[1, 2, 4, 8, 16, 32], num_labels=len(KINDS))
 g = torch.Generator().manual_seed(0)
@@ -616,14 +646,14 @@ print(f"60 steps in {time.perf_counter() - start:.1f} s: loss {live[0]:.2f} -> {
 
 # %%
 wn_card = pretrained.card("wavenet_audio")["metrics"]
-fresh = make_audio(36, seed=21, split="all")
-fresh_codes = A.mu_law_encode(fresh.waveforms)
-per_kind = {k: nll_nats(wavenet, fresh_codes[fresh.labels == i], fresh.labels[fresh.labels == i])
-            for i, k in enumerate(KINDS) if (fresh.labels == i).any()}
-overall = nll_nats(wavenet, fresh_codes, fresh.labels)
+per_kind = {}
+for kind in KINDS:  # two fresh clips of each kind, their first quarter second
+    fresh = make_audio(2, seed=21, kinds=[kind], split="all")
+    per_kind[kind] = nll_nats(wavenet, A.mu_law_encode(fresh.waveforms[:, :2000]), fresh.labels)
+overall = sum(per_kind.values()) / len(per_kind)
 print(f"wavenet_audio: receptive field {R} samples, trained {wn_card['recipe']['steps']} steps in "
       f"{wn_card['train_seconds']:.0f} s")
-print(f"NLL on 36 fresh clips: {overall:.2f} nats per sample (chance {math.log(256):.2f}; the card's test set: "
+print(f"NLL on 18 fresh clips (2 per kind, 0.25 s each): {overall:.2f} nats per sample (chance {math.log(256):.2f}; the card's test set: "
       f"{wn_card['test_nll_nats']:.2f})")
 for k, v in per_kind.items():
     print(f"  {k:>14s}: {v:.2f}")
@@ -649,15 +679,15 @@ labels = torch.tensor([KINDS.index("tone"), KINDS.index("major chord"), KINDS.in
 timing = {}
 for name, fast in (("naive", False), ("fast", True)):
     start = time.perf_counter()
-    out = wavenet.generate(400, batch=3, labels=labels, seed=0, fast=fast)
+    out = wavenet.generate(200, batch=3, labels=labels, seed=0, fast=fast)
     timing[name] = (time.perf_counter() - start, out)
 assert torch.equal(timing["naive"][1], timing["fast"][1]), "fast and naive generation must agree sample for sample"
-print(f"400 samples (50 ms) x 3 clips: naive {timing['naive'][0]:.2f} s, fast {timing['fast'][0]:.2f} s: "
+print(f"200 samples (25 ms) x 3 clips: naive {timing['naive'][0]:.2f} s, fast {timing['fast'][0]:.2f} s: "
       f"{timing['naive'][0] / timing['fast'][0]:.1f}x faster, identical samples")
 
 start = time.perf_counter()
-generated = wavenet.generate(SR // 2, batch=3, labels=labels, seed=1)  # half a second each, the fast way
-print(f"half a second x 3 clips with queues in {time.perf_counter() - start:.1f} s")
+generated = wavenet.generate(3 * SR // 8, batch=3, labels=labels, seed=1)  # 0.375 s each, the fast way
+print(f"0.375 s x 3 clips with queues in {time.perf_counter() - start:.1f} s")
 fig, axes = plt.subplots(1, 3, figsize=(11, 2.6))
 for ax, codes, lab in zip(axes, generated, labels):
     ax.imshow(A.log_mel(A.mu_law_decode(codes), SR), origin="lower", aspect="auto", cmap="magma", vmin=-80, vmax=0)
@@ -699,7 +729,7 @@ def mel_frames(mels: torch.Tensor) -> torch.Tensor:
 
 n_q, K = 8, 64
 start = time.perf_counter()
-books = codec.fit_residual_codebooks(mel_frames(train_mels[:384]), n_q=n_q, k=K, iters=12)  # (8, 64, 32)
+books = codec.fit_residual_codebooks(mel_frames(train_mels[:192]), n_q=n_q, k=K, iters=8)  # (8, 64, 32)
 test_frames = mel_frames(test_mels)
 errors = [(test_frames - codec.residual_quantize(test_frames, books, q)[1]).pow(2).mean().item() for q in range(1, n_q + 1)]
 total = test_frames.sub(test_frames.mean(0)).pow(2).mean().item()

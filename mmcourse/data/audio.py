@@ -74,7 +74,8 @@ CAPTIONS: dict[str, tuple[str, ...]] = {
 }
 # the words of every caption (for the tokenizer's vocabulary and its test)
 CAPTION_WORDS: tuple[str, ...] = tuple(sorted({
-    w for templates in CAPTIONS.values() for t in templates for w in t.replace("{s}", "").split() if "{" not in w
+    w for templates in CAPTIONS.values() for t in templates for plural in ("", "s")
+    for w in t.replace("{s}", plural).split() if "{" not in w
 } | set(REGISTERS) | set(NOTE_NAMES) | set(VOWELS) | {"up", "down", "one", "two", "three"}))
 
 

@@ -9,7 +9,6 @@ from label text exactly as in notebook 03.
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
@@ -17,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmcourse.data.audio import audio_tokenizer
-from mmcourse.models.clip import MAX_LOGIT_SCALE, build_encoder, capped_scale
+from mmcourse.models.clip import CLIP
 from mmcourse.models.cnn import ConvEncoder
 
 Tensor = torch.Tensor
@@ -45,44 +44,25 @@ class SpectrogramClassifier(nn.Module):
         return self.head(F.relu(self.encoder(_as_image(log_mels))))
 
 
-class CLAP(nn.Module):
-    """``encode_audio(log_mels)`` and ``encode_text(list_of_str)`` give unnormalised (N, embed_dim) embeddings
-    in one space; ``scale()`` the multiplier exp(t) of the learned temperature (as CLIP's, capped at 100)."""
+class CLAP(CLIP):
+    """CLIP with a one-channel Conv2d encoder over log-mels in place of the image tower:
+    ``encode_audio(log_mels)`` and ``encode_text(list_of_str)`` give unnormalised (N, embed_dim) embeddings in
+    one space; ``scale()`` is the multiplier exp(t) of the learned temperature (capped at 100, as CLIP's).
+    The text tower reads the course vocabulary with the audio words appended (``audio_tokenizer``)."""
 
     def __init__(self, audio: dict | None = None, text: dict | None = None, embed_dim: int = 64) -> None:
-        super().__init__()
+        tokenizer = audio_tokenizer()
         audio = dict(audio or {"width": 16, "out_dim": 64})
-        tokenizer = audio_tokenizer()  # the course vocabulary and the audio words appended after it
         text = dict(text or {"kind": "transformer", "width": 64, "layers": 2, "heads": 4})
         text.setdefault("vocab_size", tokenizer.vocab_size)
-        self.audio = ConvEncoder(in_channels=1, **audio)
-        self.text = build_encoder("text", text)
+        super().__init__({"kind": "cnn", "in_channels": 1, **audio}, text, embed_dim)
         self.text.tokenizer = tokenizer
-        self.audio_projection = nn.Linear(self.audio.out_dim, embed_dim, bias=False)
-        self.text_projection = nn.Linear(self.text.width, embed_dim, bias=False)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-        self.embed_dim = embed_dim
         self.config = {"audio": audio, "text": text, "embed_dim": embed_dim}
 
     def encode_audio(self, log_mels: Tensor) -> Tensor:
-        return self.audio_projection(self.audio(_as_image(log_mels)))
-
-    def tokenize(self, texts: str | Sequence[str]) -> Tensor:
-        return self.text.tokenize(texts)
-
-    def encode_text(self, texts: str | Sequence[str] | Tensor) -> Tensor:
-        device = self.logit_scale.device
-        ids = texts.to(device) if isinstance(texts, Tensor) else self.tokenize(texts).to(device)
-        return self.text_projection(self.text(ids))
-
-    def scale(self) -> Tensor:
-        return capped_scale(self.logit_scale)
+        return self.image_projection(self.visual(_as_image(log_mels)))
 
     def forward(self, log_mels: Tensor, texts: Sequence[str] | Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(normalised audio embeddings, normalised text embeddings, exp(t))."""
         return (F.normalize(self.encode_audio(log_mels), dim=-1), F.normalize(self.encode_text(texts), dim=-1),
                 self.scale())
-
-    @torch.no_grad()
-    def clamp_logit_scale_(self) -> None:
-        self.logit_scale.clamp_(0, math.log(MAX_LOGIT_SCALE))

@@ -70,6 +70,21 @@ class ResidualLayer(nn.Module):
         z = self.gate(self.causal_conv(x), labels)
         return x + self.residual(z), self.skip(z)
 
+    def gated(self, h: Tensor) -> Tensor:
+        """tanh(filter) * sigmoid(gate) for one time step, h (B, 2C) -> (B, C)."""
+        filt, gate = h.chunk(2, dim=1)
+        return torch.tanh(filt) * torch.sigmoid(gate)
+
+    def step_matrices(self, labels: Tensor | None, batch: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The layer as matrices for one time step: taps (kC, 2C) with its bias (B, 2C) (the label's bias
+        included), and the residual and skip 1x1 convolutions side by side (C, C + S) with their bias."""
+        w_taps = self._stacked_weight()[:, :, 0].T  # (kC, 2C)
+        bias = self.dilated.bias.expand(batch, -1)
+        if self.label is not None and labels is not None:
+            bias = bias + self.label(labels)
+        w_rs = torch.cat([self.residual.weight[:, :, 0], self.skip.weight[:, :, 0]]).T  # (C, C + S)
+        return w_taps, bias.contiguous(), w_rs, torch.cat([self.residual.bias, self.skip.bias])
+
     def step(self, window: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """One time step from ``window`` (B, C, history + 1): the layer's inputs at t - history .. t."""
         taps = window[:, :, :: self.dilation].transpose(1, 2).reshape(window.shape[0], -1, 1)  # (B, kC, 1), tap-major
@@ -162,17 +177,27 @@ class WaveNet(nn.Module):
                 out[:, t] = draw(logits)
                 codes = torch.cat([codes[:, -R:], out[:, t : t + 1]], dim=1)
             return out
-        queues = self._fill_queues(prime, labels)
+        # the queues: per layer a ring buffer (history, B, C) of its last `history` inputs, oldest at ring_at[i]
+        rings = [q.permute(2, 0, 1).contiguous() for q in self._fill_queues(prime, labels)]
+        ring_at = [0] * len(self.layers)
+        mats = [layer.step_matrices(labels, batch) for layer in self.layers]
+        hidden_w, out_w = self.hidden.weight[:, :, 0].T, self.out.weight[:, :, 0].T
         current = prime[:, -1]
         for t in range(num_samples):
-            x = self.embed(current)[:, :, None]  # (B, C, 1)
-            skip = 0
-            for i, layer in enumerate(self.layers):
-                window = torch.cat([queues[i], x], dim=2)  # (B, C, history + 1)
-                queues[i] = window[:, :, 1:]  # push x, drop the oldest input
-                x, s = layer.step(window, labels)
-                skip = skip + s
-            current = draw(self.head(skip)[:, :, -1])
+            x = self.embed.weight[current]  # (B, C): the newest input
+            skip = None
+            for i, (layer, (w_taps, b_taps, w_rs, b_rs)) in enumerate(zip(self.layers, mats)):
+                h, k, d = layer.history, layer.kernel_size, layer.dilation
+                taps = [rings[i][(ring_at[i] + h - (k - 1 - j) * d) % h] for j in range(k - 1)] + [x]  # t-(k-1)d .. t
+                z = layer.gated(torch.addmm(b_taps, torch.cat(taps, dim=1), w_taps))  # (B, C)
+                rs = torch.addmm(b_rs, z, w_rs)  # (B, C + S): the residual and skip 1x1 convolutions at once
+                if h:
+                    rings[i][ring_at[i]] = x  # the oldest input is no longer needed: x takes its place
+                    ring_at[i] = (ring_at[i] + 1) % h
+                x = x + rs[:, : x.shape[1]]
+                skip = rs[:, x.shape[1] :] if skip is None else skip + rs[:, x.shape[1] :]
+            logits = torch.addmm(self.out.bias, F.relu(torch.addmm(self.hidden.bias, F.relu(skip), hidden_w)), out_w)
+            current = draw(logits)
             out[:, t] = current
         return out
 
