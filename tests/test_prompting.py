@@ -200,3 +200,35 @@ def test_unknown_words_warn_and_are_named(clip):
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert torch.equal(learner(), clip.encode_text(["a photo of a vermilion square", "a photo of a red circle"]))
+
+
+# ------------------------------------------------------------------------------------------ the widget
+
+
+def test_few_shot_explorer_renders_updates_and_rejects_bad_input():
+    import json
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from mmcourse.widgets.prompt_learning import FewShotExplorer
+
+    bench = json.loads((Path(__file__).parent.parent / "benchmarks/results/prompt_learning.json").read_text())
+    images, labels = prompting.night_photos(480, seed=402)
+    assert labels[:8].tolist() == bench["test_labels_first8"], "the widget's images are the benchmark's first 8"
+    ex = FewShotExplorer(bench, prompting.at_night(images[:8]), labels[:8], list(prompting.NIGHT_CLASSES))
+    fig = ex.render(16, "CoOp")
+    assert ex.render(1, "CoCoOp") is fig, "later calls update the same figure"
+    mean, sd = ex.point(1, "CoCoOp")
+    assert fig.axes[0].get_title().startswith(f"CoCoOp, 1 shots: {100 * mean:.1f}")
+    assert [t.get_text() for t in ex._titles] == ex.predicted(1, "CoCoOp")
+    with pytest.raises(ValueError, match="unknown method"):
+        ex.render(4, "CLIP-Adapter")
+    with pytest.raises(ValueError, match="shots must be one of"):
+        ex.render(3, "CoOp")
+    view = ex.widget(4, "linear probe")
+    slider, buttons = view.children[0].children[0], view.children[1]
+    slider.value = 8
+    buttons.value = "CoOp"
+    assert ex._ax.get_title().startswith("CoOp, 8 shots")
