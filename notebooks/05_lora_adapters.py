@@ -163,7 +163,7 @@ print(package)
 #
 # To make LoRA's targets reachable, the text tower is rebuilt with separate query, key, value and output
 # projections (`TextTower.from_clip`: `nn.MultiheadAttention`'s fused projection split, same function), and
-# the 27 new French words get embedding rows of their own, starting as the `<unk>` embedding, so before any
+# the new French words get embedding rows of their own, starting as the `<unk>` embedding, so before any
 # training the tower computes exactly what the frozen CLIP computes.
 
 # %%
@@ -436,7 +436,7 @@ def worked_low_rank(delta, r):
 
 full_tower = nl.prepare(fresh_tower(clip), "full")
 before = {n: m.weight.detach().clone() for n, m in full_tower.named_modules() if isinstance(m, nn.Linear)}
-nl.fine_tune(full_tower, train_x, train_y, steps=40, lr=1e-3, logit_scale=scale, seed=0)
+nl.fine_tune(full_tower, train_x, train_y, steps=30, lr=1e-3, logit_scale=scale, seed=0)
 def relative_errors(delta):
     """||delta - B A|| / ||delta|| for the best rank-r factors, r = 1 .. min(out, in)."""
     out = []

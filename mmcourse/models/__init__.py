@@ -10,6 +10,7 @@ from mmcourse.models.dalle import DALLE
 from mmcourse.models.dvae import DiscreteVAE
 from mmcourse.models.photo_classifier import PhotoClassifier
 from mmcourse.models.text import BagOfWordsEncoder, TextTransformer
+from mmcourse.models.text_tower import TextTower
 from mmcourse.models.text_to_image import DiffusionModel
 from mmcourse.models.transformer import CausalLM
 from mmcourse.models.vit import TinyViT
@@ -20,4 +21,5 @@ __all__ = [
     "CLIP", "DALLE", "AttributePredictor", "BagOfWordsEncoder", "ConvEncoder", "DiffusionModel", "DiscreteVAE", "PhotoClassifier",
     "TextTransformer", "TinyViT", "bag_of_words", "CausalLM", "VLM",
     "CLAP", "SpectrogramClassifier", "WaveNet",
+    "TextTower",
 ]
