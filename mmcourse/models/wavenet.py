@@ -148,7 +148,7 @@ class WaveNet(nn.Module):
 
     # --------------------------------------------------------------------------------- generation
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def generate(self, num_samples: int, *, batch: int = 1, labels: Tensor | None = None, seed: int = 0,
                  fast: bool = True, temperature: float = 1.0, prime: Tensor | None = None) -> Tensor:
         """Draw ``num_samples`` codes (batch, num_samples) one at a time after ``prime`` (batch, P) (default:
@@ -163,11 +163,12 @@ class WaveNet(nn.Module):
         if prime is None:
             prime = torch.full((batch, R), SILENCE, dtype=torch.long, device=device)
         g = torch.Generator().manual_seed(seed)
+        u = torch.rand(num_samples, batch, self.num_classes, generator=g, dtype=torch.float64).clamp(1e-12, 1 - 1e-12)
+        gumbel = -torch.log(-torch.log(u)).to(device, dtype)  # (num_samples, B, K): drawn once, up front
+        step = iter(range(num_samples))
 
-        def draw(logits: Tensor) -> Tensor:  # (B, K) -> (B,)
-            u = torch.rand(logits.shape, generator=g, dtype=torch.float64).clamp(1e-12, 1 - 1e-12)
-            gumbel = -torch.log(-torch.log(u)).to(device, dtype)
-            return (logits / temperature + gumbel).argmax(dim=1)
+        def draw(logits: Tensor) -> Tensor:  # (B, K) -> (B,): the Gumbel-max trick with this step's noise
+            return (logits / temperature + gumbel[next(step)]).argmax(dim=1)
 
         out = torch.empty(batch, num_samples, dtype=torch.long, device=device)
         if not fast:
