@@ -306,10 +306,10 @@ small = [e for e in lora8 if e["trainable"] <= 0.15 * full["trainable"]]  # at m
 best = max(small, key=lambda e: e["french"])
 head = next(e for e in summary if e["method"] == "head")
 print(f"full fine-tuning: {full['french']:.3f} with {full['trainable']:,} trainable parameters, "
-      f"{(full['gradient_bytes'] + full['optimizer_bytes']) / 1024:.0f} KiB of gradients and AdamW state")
+      f"{(full['gradient_bytes'] + full['optimizer_bytes']) / 1e3:.0f} kB of gradients and AdamW state")
 print(f"best LoRA at r <= 8 with <= 15 % of full's parameters: {best['config']}, {best['french']:.3f} with "
       f"{best['trainable']:,} ({100 * best['trainable'] / full['trainable']:.1f} % of full), "
-      f"{(best['gradient_bytes'] + best['optimizer_bytes']) / 1024:.0f} KiB")
+      f"{(best['gradient_bytes'] + best['optimizer_bytes']) / 1e3:.0f} kB")
 print("within 6 points of full:", ", ".join(e["config"] for e in small if full["french"] - e["french"] <= 0.06) or "none")
 print(f"every LoRA at r <= 8 at least head-only ({head['french']:.3f}) + 10 points: "
       f"{min(e['french'] for e in lora8) >= head['french'] + 0.10}")
