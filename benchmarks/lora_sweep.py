@@ -223,7 +223,11 @@ def markdown(result: dict) -> str:
     t = result["timing"]
     lines += [
         "",
-        f"Frozen CLIP's English accuracy: {zs['english']:.3f}.",
+        f"Frozen CLIP's English accuracy: {zs['english']:.3f}. With the branch off an unmerged LoRA model is the "
+        "frozen model exactly (the base weights are never written). After merge → unmerge the base weights differ "
+        "from the originals by at most "
+        f"{max(r['max_weight_change_after_unmerge'] for r in result['runs'] if 'max_weight_change_after_unmerge' in r):.1e} "
+        "(float32 rounding of W + ΔW − ΔW), which changed no prediction.",
         "",
         f"## Inference time (one forward of 512 prompts, {t['repeats']} interleaved repeats, {result['timing_config']})",
         "",
