@@ -270,3 +270,37 @@ def test_vqa_accuracy_and_caption_scores():
     assert caption_scores(["a small red circle on the left"], ["a small red circle on the left"]) == {"exact": 1.0, "recall": 1.0}
     s = caption_scores(["a large red circle on the left"], ["a small red circle on the left"])
     assert s["exact"] == 0.0 and s["recall"] == pytest.approx(3 / 4)
+
+
+# ------------------------------------------------------------------------------------------ determinism
+
+
+def _state(model) -> dict:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_lm_recipe_is_deterministic():
+    from mmcourse.recipes import lm_shapes
+
+    a, _ = lm_shapes.train(steps=3, progress=False, evaluate=False)
+    b, _ = lm_shapes.train(steps=3, progress=False, evaluate=False)
+    sa, sb = _state(a), _state(b)
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_vlm_training_is_deterministic_and_trains_only_connector_and_lora():
+    from mmcourse.recipes.vlm_shapes import train_vlm, training_pool
+
+    pool = training_pool(64, seed=0)
+    runs = []
+    for _ in range(2):
+        clip, lm = tiny_clip(), tiny_lm()
+        before = _state(lm)
+        model, metrics = train_vlm(clip, lm, lora={"targets": ["q_proj", "v_proj"], "r": 2, "alpha": 4}, stage1_steps=3,
+                                   stage2_steps=3, batch_size=8, pool_data=pool, progress=False)
+        runs.append(_state(model))
+        for k, v in before.items():  # the LM's own weights never move (LoRA lives beside them)
+            key = k.replace("q_proj.", "q_proj.base.").replace("v_proj.", "v_proj.base.")
+            assert torch.equal(model.lm.state_dict()[key], v), k
+        assert set(metrics["loss_curves"]) == {"stage1", "stage2"}
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])

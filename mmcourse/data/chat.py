@@ -192,23 +192,23 @@ def chat_text(question: str, answer: str | None = None, context: str = "<image>"
 
 
 def lm_text_ids(data: ShapesData, *, seed: int, tok: ChatTokenizer | None = None) -> list[list[int]]:
-    """Text-only training sequences for the small language model, one per image of ``data``:
-
-    every third a caption (``<bos> caption <eos>``), the others a chat in which the scene's
-    description stands where the image would be, followed by a question and its answer, or by
-    "describe the image ." and the description itself.
+    """Text-only training sequences for the small language model, one per image of ``data``, in six kinds
+    taken in turn: a caption (``<bos> caption <eos>``); "describe the image ." answered with the description;
+    three chats in which the scene's description stands where the image would be, followed by one of its
+    questions and the answer; and one such question with nothing where the image would be (so the model
+    also learns its best guess without an image, the text-only baseline).
     """
     tok = tok or chat_tokenizer()
     qas = questions(data, seed=seed)
     g = torch.Generator().manual_seed(seed)
     out = []
     for i, (objs, caption) in enumerate(zip(data.objects, data.captions)):
-        kind = i % 3
+        kind = i % 6
         if kind == 0:
             out.append(tok.encode(caption))
             continue
-        context = tok.words(describe(objs))
-        if kind == 1 and int(torch.randint(4, (1,), generator=g)) == 0:
+        context = tok.words(describe(objs)) if kind < 5 else []
+        if kind == 1:
             turn, _ = chat_turn(DESCRIBE, describe(objs), tok)
         else:
             qa = qas[i][int(torch.randint(len(qas[i]), (1,), generator=g))]

@@ -101,9 +101,9 @@ class VLM(nn.Module):
         lm.eval().requires_grad_(False)
         width = lm.token_embedding.embedding_dim
         self.kind = connector
-        if connector == "flamingo":
-            self.connector = PerceiverResampler(self.vision.dim, width, **options)
-            self.flamingo = FlamingoLM(lm, width, heads=lm.blocks[0].attn.heads)
+        if connector == "flamingo":  # options["every"]: a gated block before every k-th LM block (default 1)
+            self.connector = PerceiverResampler(self.vision.dim, width, **{k: v for k, v in options.items() if k != "every"})
+            self.flamingo = FlamingoLM(lm, width, every=int(options.get("every", 1)), heads=lm.blocks[0].attn.heads)
         else:
             self.connector = build_connector(connector, self.vision.dim, width, **options)
             self.language = lm

@@ -1,17 +1,19 @@
 """``lm_shapes``: the course's small causal language model, pretrained on the shapes world's text and then
 frozen (notebook 06 connects images to it).
 
-What it reads (:mod:`mmcourse.data.chat`): the shapes world's captions (one sequence in three), and chats
+What it reads (:mod:`mmcourse.data.chat`): the shapes world's captions (one sequence in six), and chats
 in which a scene's *description* stands where an image would go, followed by a question and its answer
-(count, colour, shape, size, yes/no, position) or by "describe the image ." and the description. So the
+(count, colour, shape, size, yes/no, position) or by "describe the image ." and the description, and
+(one in six) a question with nothing where the image would go, so that its answer without an image is
+its best guess, the fair text-only baseline. So the
 language model learns the words of the world, the chat format with its stop token, and to answer from a
 text about a scene; it never sees an image. A vision-language model built on it has to make its visual
 tokens say what such a description says.
 
 Why each setting is what it is: width 96 and 4 layers keep the weights under 2 MB (the vision-language
 checkpoint stores them again) and a step cheap on a CPU; a context of 64 tokens holds the longest chat
-(a three-object description and its question); 600 steps of 64 sequences, fresh text every step, bring
-the held-out loss to a plateau in short runs; a linear warm-up over the first 5 % of the steps, then a cosine decay.
+(a three-object description and its question); 600 steps of 64 sequences, fresh text every step
+(half of them questions read from a description); a linear warm-up over the first 5 % of the steps, then a cosine decay.
 """
 
 from __future__ import annotations
