@@ -151,6 +151,9 @@ def main() -> None:
         start2 = time.perf_counter()
         stage2(result, args)
         seconds["stage2"] = round(time.perf_counter() - start2, 1)
+    if args.part != "all" and path.is_file():  # another part may have finished meanwhile: keep its results
+        result = {**json.loads(path.read_text()), **result}
+        seconds = {**result.get("part_seconds", {}), **seconds}
     result["part_seconds"] = seconds
     result["seconds"] = round(sum(seconds.values()), 1)
     RESULTS.mkdir(exist_ok=True)

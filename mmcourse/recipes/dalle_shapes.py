@@ -43,11 +43,13 @@ SETTINGS: dict = {
 }
 
 
-def train(*, seed: int = 0, progress: bool = True) -> tuple[DALLE, dict]:
-    """``train_dalle`` with ``SETTINGS`` on the bundled ``dvae_shapes``, then the cross-entropies on
-    fresh images of seen and held-out pairs."""
-    model, metrics = train_dalle(pretrained.load(INPUTS["dvae"]), seed=seed, progress=progress, **SETTINGS)
-    metrics.update(recipe=dict(SETTINGS), evaluation=evaluate(model, seed=10_000 + seed, style=SETTINGS["style"]))
+def train(*, seed: int = 0, progress: bool = True, steps: int | None = None,
+          batch_size: int | None = None) -> tuple[DALLE, dict]:
+    """``train_dalle`` with ``SETTINGS`` (``steps``, ``batch_size`` overridable from the command line) on
+    the bundled ``dvae_shapes``, then the cross-entropies on fresh images of seen and held-out pairs."""
+    settings = {**SETTINGS, **{k: v for k, v in (("steps", steps), ("batch_size", batch_size)) if v is not None}}
+    model, metrics = train_dalle(pretrained.load(INPUTS["dvae"]), seed=seed, progress=progress, **settings)
+    metrics.update(recipe=settings, evaluation=evaluate(model, seed=10_000 + seed, style=settings["style"]))
     return model, metrics
 
 
