@@ -68,7 +68,8 @@ device = mmcourse.start(seed=0)
 # model can read, and the *language* model does the rest. Both ends are pretrained on far more data than
 # any image–text set holds (a vision encoder on images or image–text pairs, an LLM on text), so they are
 # **frozen**, and only the adapter, one or two percent of the parameters, learns: the lecture calls it
-# **freeze and focus**. Stage 1 trains the adapter alone on captions; stage 2 (optional) also adapts the LM
+# **freeze and focus** (our shares are printed below; our stage 2 adds LoRA matrices to every linear layer
+# of the small LM, a larger share than a big model would need). Stage 1 trains the adapter alone on captions; stage 2 (optional) also adapts the LM
 # to follow instructions.
 #
 # Where the image meets the text is the design choice. **Early fusion** puts image tokens into the LM's
@@ -543,7 +544,9 @@ else:
     print("no counting or position mistakes on these 60 images")
 
 # %% [markdown]
-# Look at the mistakes above. Counting asks the model to integrate over the whole grid (two objects in one
+# Look at the mistakes above, and at the yes/no accuracy printed with them: "is there a green heart?"
+# asks for a composition, a colour bound to a shape, and the answer "no" whenever either is missing;
+# compare it with the 50 % a coin gets. Counting asks the model to integrate over the whole grid (two objects in one
 # 8 × 8 cell, or one object spread over two cells, blur the count); left and right depend on where an
 # object's centre falls, which the 4 × 4 grid only knows to a quarter of the image, and objects near the
 # border between two thirds are ambiguous even to a person. Real models fail for related reasons: patch
