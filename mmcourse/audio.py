@@ -8,9 +8,9 @@ the choices a library hides visible as arguments:
 * the window is a periodic Hann window of ``n_fft`` samples; ``torch.stft`` called without a window
   uses a **rectangular** one (every sample weighted 1), whose spectrum leaks far more;
 * ``mel_filterbank`` defaults to librosa's convention, the **Slaney** mel scale (linear below 1 kHz,
-  logarithmic above) with **Slaney area normalisation** (each triangle has area... its peak scaled
-  by 2 / bandwidth); torchaudio's ``MelSpectrogram`` uses the **HTK** scale (2595 log10(1 + f / 700))
-  with **no** normalisation: ``htk=True, norm=None`` here;
+  logarithmic above) with **Slaney area normalisation** (each triangle scaled by 2 / its width in Hz, so
+  all have area 1); torchaudio's ``MelSpectrogram`` uses the **HTK** scale (2595 log10(1 + f / 700))
+  with **no** normalisation (peaks at 1): ``htk=True, norm=None`` here;
 * ``mu_law_encode`` returns codes in [0, mu] (torchaudio's convention, rounding to the nearest
   level); ``librosa.mu_compress(quantize=True)`` returns [-(mu + 1) / 2, (mu - 1) / 2] = [-128, 127]
   and takes the level above (the ceiling), so the two disagree by one level on about half the inputs.
