@@ -702,9 +702,12 @@ for codes, lab in zip(generated, labels):
 # %% [markdown]
 # The speed-up grows with the receptive field: the naive way costs about $R$ columns per layer per sample,
 # the queues one. `benchmarks/audio.py` measures it for a full second (table in
-# `benchmarks/results/audio.md`). What a minutes-old WaveNet with 32 ms of context produces: steady
-# pitched buzzes and hiss with the kind's rough colour, not yet clean tones; the original models trained
-# for days on a GPU.
+# `benchmarks/results/audio.md`). Listen, and look at the spectrograms: a WaveNet trained for minutes with
+# 32 ms of context does not yet make a tone or a chord. Started from silence it stays quiet or breaks into
+# noisy bursts. Its NLL above is one step ahead *given real audio*; sampling feeds it its own output, and
+# every small error becomes the context of the next step. The paper's models trained for days on many
+# hours of speech, with conditioning (text features, a speaker) that tells them what to say; that is the
+# gap between a good next-sample loss and good samples.
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## 6 · Audio as tokens: residual vector quantisation
