@@ -5,7 +5,7 @@ Why each setting is what it is (chosen in short runs on one or two cores):
 
 * text budget 12 tokens: every caption of the shapes world (at most 11 tokens with ``<bos>`` and
   ``<eos>``) fits, so nothing is truncated in training;
-* width 64, 4 layers, 4 heads, 800 steps of 16 captioned images: the sequence has 76 tokens, and
+* width 64, 4 layers, 4 heads, 2 400 steps of 16 captioned images: the sequence has 76 tokens, and
   this is what fits the course's budget of minutes on two CPU cores (width 128 cost four times as
   much per step); its samples are often wrong, which is what re-ranking is for;
 * loss weights 1/8 (text) and 7/8 (image), DALL-E's;
@@ -32,7 +32,7 @@ DESCRIPTION = ("DALL-E stage 2: a decoder-only transformer over [text tokens ; 8
 INPUTS = {"dvae": "dvae_shapes"}
 
 SETTINGS: dict = {
-    "steps": 800,
+    "steps": 2400,
     "batch_size": 16,
     "lr": 2e-3,
     "text_length": 12,
