@@ -304,3 +304,21 @@ def test_clap_recipe_is_deterministic():
     a, _ = clap_audio.train(steps=2, progress=False, evaluate=False, train_clips=128)
     b, _ = clap_audio.train(steps=2, progress=False, evaluate=False, train_clips=128)
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+# ------------------------------------------------------------------------------------------ widget
+
+
+def test_spectrogram_explorer_redraws_and_names_empty_filters():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from mmcourse.widgets.spectrogram import SpectrogramExplorer
+
+    explorer = SpectrogramExplorer(make_audio(1, seed=4, split="all").waveforms[0], 8000)
+    fig = explorer.render(256, 64, 32, "Slaney (librosa)")
+    assert "63 frames x 32 mels" in fig.axes[0].get_title()
+    assert explorer.render(1024, 128, 64, "HTK, no norm (torchaudio)") is fig  # drawn once, updated after
+    assert explorer._image.get_array().shape == (64, 32)
+    assert "empty" in explorer.render(64, 16, 128, "Slaney (librosa)").axes[0].get_title()
+    assert type(explorer.widget()).__name__ == "VBox"
