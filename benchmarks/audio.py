@@ -98,6 +98,42 @@ def wavenet_speed_by_size() -> list[dict]:
     return rows
 
 
+def widget_latency() -> dict:
+    """The spectrogram explorer's redraw (log-mel + PNG, what the front end receives) for five settings, next to
+    notebook 02's temperature explorer measured the same way in the same run (its quiet-machine median is in
+    benchmarks/results/widget_latency.md): milliseconds, medians and maxima of rounds 2-3."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from mmcourse.data import make_shapes
+    from mmcourse.widgets.spectrogram import SpectrogramExplorer
+    from mmcourse.widgets.temperature import TemperatureExplorer
+
+    def timed_renders(render, inputs) -> list[float]:
+        times = []
+        for _ in range(3):
+            for value in inputs:
+                start = time.perf_counter()
+                render(value).savefig(io.BytesIO(), format="png")
+                times.append(1000 * (time.perf_counter() - start))
+        return times[len(inputs):]
+
+    explorer = SpectrogramExplorer(make_audio(1, seed=4, kinds=["drum hit"], split="all").waveforms[0], SR)
+    settings = [(1024, 64, 64, "HTK, no norm (torchaudio)"), (256, 32, 32, "Slaney (librosa)"),
+                (512, 128, 128, "Slaney (librosa)"), (64, 16, 8, "Slaney (librosa)"), (256, 64, 32, "Slaney (librosa)")]
+    clip = pretrained.load("clip_shapes")
+    demo = make_shapes(8, seed=21, split="train", style=("photo", "sketch", "flat", "cartoon"))
+    with torch.no_grad():
+        img, txt = clip.encode_image(demo.images), clip.encode_text(demo.captions)
+    temperature = TemperatureExplorer(img, txt, [c[:28] for c in demo.captions])
+    ours = timed_renders(lambda a: explorer.render(*a), settings)
+    theirs = timed_renders(temperature.render, [0.003, 0.01, 0.07, 0.3, 1.0, 5.0])
+    return {"spectrogram": {"median": statistics.median(ours), "max": max(ours)},
+            "temperature": {"median": statistics.median(theirs), "max": max(theirs)}}
+
+
 def rvq_errors(n_q: int = 8, k: int = 64) -> dict:
     train = A.log_mel(make_audio(384, seed=11, split="train").waveforms, SR)
     test = A.log_mel(make_audio(270, seed=12, split="all").waveforms, SR)
@@ -123,10 +159,12 @@ def main() -> None:
         "wavenet": wavenet_speed(1.0),
         "wavenet_by_size": wavenet_speed_by_size(),
         "rvq": rvq_errors(),
+        "widget": widget_latency(),
     }
     OUT.mkdir(exist_ok=True)
     (OUT / "audio.json").write_text(json.dumps(results, indent=2) + "\n")
     s, g, w, r = results["stft_mel"], results["griffin_lim"], results["wavenet"], results["rvq"]
+    wl = results["widget"]
     lines = [
         "# Audio (notebook 09): measured side by side in one run",
         "",
@@ -186,6 +224,21 @@ def main() -> None:
         "| --- | --- | --- | --- |",
         *[f"| {q + 1} | {r['kbps'][q]:.2f} | {r['mse'][q]:.2f} | "
           f"{(r['variance'] if q == 0 else r['mse'][q - 1]) - r['mse'][q]:.2f} |" for q in range(r["n_q"])],
+        "",
+        "## Spectrogram explorer: one redraw (log-mel + PNG), next to notebook 02's temperature slider",
+        "",
+        "| widget | median (ms) | max (ms) |",
+        "| --- | --- | --- |",
+        f"| spectrogram explorer (five settings, n_fft 64-1024, up to 128 mels) | {wl['spectrogram']['median']:.0f} | "
+        f"{wl['spectrogram']['max']:.0f} |",
+        f"| temperature slider (notebook 02) | {wl['temperature']['median']:.0f} | {wl['temperature']['max']:.0f} |",
+        f"| ratio | **{wl['spectrogram']['median'] / wl['temperature']['median']:.2f}x** | |",
+        "",
+        "The temperature slider's quiet-machine median is in [widget_latency.md](widget_latency.md); the ratio "
+        "scales it to the explorer's (budget 200 ms).",
+        "",
+        "On a shared machine every row moves from run to run (the load changes within a run); the STFT + mel ratio "
+        "and the generation ratios most. Rerun for the spread.",
         "",
     ]
     (OUT / "audio.md").write_text("\n".join(lines))

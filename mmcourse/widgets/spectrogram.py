@@ -34,9 +34,9 @@ class SpectrogramExplorer:
         except ValueError as err:  # too many mels for this n_fft: say so in the figure
             image, message = None, str(err).split(":")[0]
         if self._fig is None:
-            self._fig, self._ax = plt.subplots(figsize=(8, 3.2))
+            self._fig, self._ax = plt.subplots(figsize=(7, 2.6))  # small: the PNG sent to the browser is most of a redraw
             self._image = self._ax.imshow(image if image is not None else [[0.0]], origin="lower", aspect="auto",
-                                          cmap="magma", vmin=-80, vmax=0)
+                                          cmap="magma", vmin=-80, vmax=0, interpolation="nearest")
             self._fig.colorbar(self._image, ax=self._ax, label="power (dB)")
             self._ax.set_xlabel("time (s)")
             self._ax.set_ylabel("mel band")
