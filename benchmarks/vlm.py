@@ -167,7 +167,7 @@ def markdown(r: dict) -> str:
              f"{r['machine']['threads']} threads, torch {r['machine']['torch']}, **shared with other jobs** (load average "
              f"{r['machine']['load_average']}): times are comparable within this table only. Whole run: {r['seconds']:.0f} s.",
              "", f"## Connectors at one short budget ({r['stage1_steps']} stage-1 + {r['stage2_steps']} stage-2 steps, "
-             f"batch {SETTINGS['batch_size']}, LoRA r = {LORA['r']} on q, v; same pool of {r['pool']} images)", "",
+             f"batch {SETTINGS['batch_size']}, LoRA r = {LORA['r']} on {', '.join(LORA['targets'])}; same pool of {r['pool']} images)", "",
              head.rstrip("\n")]
     t = r["text_only"]
     lines.append(_row("text only (lm_shapes, no image)", 0, 0, t, None, None))
@@ -181,8 +181,10 @@ def markdown(r: dict) -> str:
         lines.append(_row(f"{row['name']}, stages 1 + 2", row["tokens"], f"{tr['connector']:,} + {tr['lora']:,} LoRA",
                           row["both"]["vqa"], row["both"]["caption"], 1000 * row["seconds_per_answer"]))
     best = max(row["both"]["vqa"]["all"] for row in r["runs"])
-    lines += ["", f"Best connector minus text only: {100 * (best - t['all']):+.1f} points (VQA all). The bundled model "
-              f"without its LoRA matrices (stage-2 projector, frozen LM): {b['without_lora']['all']:.2f}.", "",
+    lines += ["", f"Best connector of the short runs minus text only: {100 * (best - t['all']):+.1f} points (VQA all); the "
+              f"bundled vlm_shapes (same design as LLaVA MLP, 4x the steps): {100 * (b['eval']['vqa']['all'] - t['all']):+.1f} "
+              f"points. The bundled model without its LoRA matrices (its stage-2 projector before a frozen LM): "
+              f"{b['without_lora']['all']:.2f}.", "",
               "## The number of visual tokens", "", head.rstrip("\n")]
     for row in [*r["token_runs"], *[x for x in r["runs"] if x["connector"] in ("mlp", "resampler")]]:
         tr = row["trainable"]
@@ -194,7 +196,10 @@ def markdown(r: dict) -> str:
               f"{kv['batch']}: {kv['tokens_per_second']['cached']:.0f} tokens/s with the cache, "
               f"{kv['tokens_per_second']['recomputed']:.0f} recomputing the sequence each step: **{kv['ratio']:.2f}x** "
               f"(same tokens: {kv['same_tokens']}).",
-              f"* Chat answer latency (vlm_shapes, one image, one question, median of 9): {r['chat_latency_ms']:.0f} ms.", ""]
+              f"* Chat answer latency (vlm_shapes, one image, one question, median of 9): {r['chat_latency_ms']:.0f} ms with "
+              f"{r['machine']['threads']} threads" + (f"; {r['chat_latency_ms_one_thread']:.0f} ms with one thread pinned to one core "
+              f"({r['one_thread_note']})" if "chat_latency_ms_one_thread" in r else "") + ". On a loaded machine two "
+              "threads wait for each other at every operation (the notebooks' budgets assume 2 quiet cores).", ""]
     return "\n".join(lines)
 
 
