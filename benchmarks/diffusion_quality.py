@@ -112,6 +112,7 @@ def main() -> None:
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "diffusion_quality.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS.parent.parent / "assets" / "results" / "diffusion_quality.json").write_text(json.dumps(result, indent=2) + "\n")  # shipped copy
     (RESULTS / "diffusion_quality.md").write_text(markdown(result))
     print(markdown(result))
 

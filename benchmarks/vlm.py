@@ -101,6 +101,7 @@ def main() -> None:
         return
     OUT.mkdir(exist_ok=True)
     (OUT / "vlm.json").write_text(json.dumps(results, indent=1) + "\n")
+    (OUT.parent.parent / "assets" / "results" / "vlm.json").write_text(json.dumps(results, indent=1) + "\n")  # shipped copy
     (OUT / "vlm.md").write_text(markdown(results))
     print(markdown(results))
 

@@ -1,4 +1,5 @@
-"""The course manifest (``course.yml``) and what is generated from it (the README's table)."""
+"""The course manifest (``course.yml``), what is generated from it (the README's table), and the measured
+results that ship with the course (``measured``)."""
 
 from __future__ import annotations
 
@@ -118,6 +119,22 @@ def validate(course: Course) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------- README
+
+
+def measured(name: str) -> dict:
+    """The committed results of a benchmark, e.g. ``measured("lora_sweep")``, as the notebooks show them.
+
+    ``benchmarks/NAME.py`` writes ``benchmarks/results/NAME.json`` and the same bytes to ``assets/results/``,
+    which installs with the package (``mmcourse.assets``), so a notebook finds them on Colab as in a clone.
+    """
+    from importlib import resources
+
+    path = resources.files("mmcourse.assets") / "results" / f"{name}.json"
+    if not path.is_file():
+        known = sorted(p.name[:-5] for p in (resources.files("mmcourse.assets") / "results").iterdir()
+                       if p.name.endswith(".json"))
+        raise FileNotFoundError(f"no measured results named {name!r} (run benchmarks/{name}.py); shipped: {', '.join(known)}")
+    return json.loads(path.read_text())
 
 
 def timings_path(root: Path) -> Path:

@@ -44,10 +44,7 @@ if "google.colab" in sys.modules:  # on Colab: install the course package, pinne
         check=True,
     )
 
-import json
 import time
-import warnings
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
@@ -55,17 +52,10 @@ import torch.nn.functional as F
 
 import mmcourse
 from mmcourse import check, pretrained, prompting, zeroshot
+from mmcourse.course import measured
 from mmcourse.plots import image_grid
 
 device = mmcourse.start(seed=0)
-
-
-def find_benchmark(name):
-    """The committed benchmark table ``benchmarks/results/NAME.json`` (in a clone of the course repository), or None."""
-    for folder in (Path.cwd(), *Path.cwd().parents):
-        if (folder / "benchmarks/results" / f"{name}.json").is_file():
-            return json.loads((folder / "benchmarks/results" / f"{name}.json").read_text())
-    return None
 
 
 # %% [markdown] slideshow={"slide_type": "slide"}
@@ -304,10 +294,7 @@ plt.show()
 # one standard deviation over the seeds; the dashed line is the best hand prompt, which needs no labels.
 
 # %%
-bench = find_benchmark("prompt_learning")
-if bench is None:  # outside a clone of the course repository (e.g. on Colab)
-    raise FileNotFoundError("benchmarks/results/prompt_learning.json not found: clone the course repository, or run "
-                            "`python benchmarks/prompt_learning.py` there")
+bench = measured("prompt_learning")  # the committed results, shipped with the package
 shots = [int(k) for k in bench["shots"]]
 stats = {m: [(torch.tensor(c[str(k)]).mean().item(), torch.tensor(c[str(k)]).std().item()) for k in shots]
          for m, c in bench["curves"].items()}
@@ -551,7 +538,7 @@ def base_new(template):
 
 found_base, found_new = base_new(history[0][0])
 hand_base, hand_new = base_new("a photo of a {}")
-print(f"\ntest accuracy (%):      base    new      H")
+print("\ntest accuracy (%):      base    new      H")
 print(f"'a photo of a {{}}'   {100 * hand_base:7.1f}{100 * hand_new:7.1f}{100 * prompting.harmonic_mean(hand_base, hand_new):7.1f}")
 print(f"{history[0][0]!r:20s}{100 * found_base:7.1f}{100 * found_new:7.1f}{100 * prompting.harmonic_mean(found_base, found_new):7.1f}")
 s = bench["search"]

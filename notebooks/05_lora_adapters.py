@@ -43,9 +43,7 @@ if "google.colab" in sys.modules:  # on Colab: install the course package, pinne
     )
 
 import copy
-import json
 import math
-from importlib import resources
 
 import matplotlib.pyplot as plt
 import torch
@@ -54,6 +52,7 @@ from torch import nn
 
 import mmcourse
 from mmcourse import check
+from mmcourse.course import measured
 from mmcourse import new_language as nl
 from mmcourse.data import french
 
@@ -138,7 +137,7 @@ class ScratchLoRA(nn.Module):
 # outputs, and at step 0 it is *bit for bit* the base layer:
 
 # %%
-from mmcourse.peft import LoRALinear, apply_lora, count_parameters, disable_lora, lora_layers, merge_lora, unmerge_lora
+from mmcourse.peft import LoRALinear, count_parameters, disable_lora, lora_layers, merge_lora, unmerge_lora
 
 torch.manual_seed(0)
 base = nn.Linear(16, 12)
@@ -227,12 +226,7 @@ plt.show()
 # all methods on the same data; its committed results:
 
 # %%
-def sweep_results() -> dict:
-    """The committed results of benchmarks/lora_sweep.py (a copy ships with the course package)."""
-    return json.loads((resources.files("mmcourse.assets") / "results" / "lora_sweep.json").read_text())
-
-
-sweep = sweep_results()
+sweep = measured("lora_sweep")  # the committed results of benchmarks/lora_sweep.py, shipped with the package
 summary = sweep["summary"]
 full = next(e for e in summary if e["method"] == "full")
 print(f"{'method':22s} {'trainable':>9s} {'% of full':>9s}  French acc (mean ± sd)  held-out pairs  English after")

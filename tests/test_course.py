@@ -129,7 +129,8 @@ def test_missing_file_of_a_ready_notebook(sandbox):
 
 
 def test_missing_file_of_a_planned_notebook_is_fine(sandbox):
-    index, nb = next((i, n) for i, n in enumerate(sandbox.notebooks) if not (sandbox.root / n.path).exists())
+    index, nb = len(sandbox.notebooks) - 1, sandbox.notebooks[-1]
+    (sandbox.root / nb.path).unlink(missing_ok=True)  # a notebook not written yet has no file
     doctored = _replace_notebook(sandbox, index, status="planned")
     assert validate(doctored) == []
     doctored = _replace_notebook(sandbox, index, status="draft")
@@ -371,3 +372,20 @@ def test_covers_cite_the_lectures_listed_under_seeds(course):
         for lecture, entries in nb.covers.items():
             assert lecture in lectures, f"notebook {nb.id} cites lecture {lecture!r}, not one of {sorted(lectures)}"
             assert entries and all(isinstance(e, str) and e.strip() for e in entries), (nb.id, lecture, entries)
+
+
+def test_measured_results_ship_with_the_package_and_match_the_benchmarks():
+    """Notebooks read committed benchmark results with ``measured(name)`` from the copy in assets/results
+    (installed with the package, so Colab has it); each copy is the benchmark's own output, byte for byte."""
+    from mmcourse.course import measured
+
+    shipped = sorted((ROOT / "assets" / "results").glob("*.json"))
+    assert shipped, "assets/results holds the results notebooks read"
+    for path in shipped:
+        twin = ROOT / "benchmarks" / "results" / path.name
+        assert twin.is_file() and twin.read_bytes() == path.read_bytes(), (
+            f"assets/results/{path.name} differs from benchmarks/results/{path.name}: rerun the benchmark (it writes both)"
+        )
+        assert measured(path.stem) == json.loads(path.read_text())
+    with pytest.raises(FileNotFoundError, match="no measured results named 'nope'.*shipped:"):
+        measured("nope")
