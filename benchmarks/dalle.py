@@ -158,6 +158,7 @@ def main() -> None:
     result["seconds"] = round(sum(seconds.values()), 1)
     RESULTS.mkdir(exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS.parent.parent / "assets" / "results" / "dalle.json").write_text(path.read_text())  # shipped copy (measured)
     (RESULTS / "dalle.md").write_text(markdown(result))
     print(markdown(result))
 

@@ -268,7 +268,7 @@ def render(r: dict) -> str:
     best_hand = max(r["hand"].values())
     for m, c in r["curves"].items():
         lines.append(f"| {m} | " + " | ".join(pct(c[str(k)]) for k in r["shots"]) + " |")
-    lines.append(f"| best hand prompt (zero-shot) | " + " | ".join(f"{100 * best_hand:.1f}" for _ in r["shots"]) + " |")
+    lines.append("| best hand prompt (zero-shot) | " + " | ".join(f"{100 * best_hand:.1f}" for _ in r["shots"]) + " |")
     coop16 = mean_sd(r["curves"]["CoOp"]["16"])[0]
     coop1 = mean_sd(r["curves"]["CoOp"]["1"])[0]
     probe1 = mean_sd(r["curves"]["linear probe"]["1"])[0]

@@ -68,7 +68,6 @@ def mel_filterbank(sr: float, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: 
         return torch.minimum(-ramps[:-2] / w[:-1, None], ramps[2:] / w[1:, None]).clamp(min=0)
 
     edges = A.mel_frequencies(n_mels + 2, fmin, fmax_)
-    area = (2.0 / (edges[2:] - edges[:-2]))[:, None]
     htk_edges = A.mel_frequencies(n_mels + 2, fmin, fmax_, htk=True)
     linear_edges = torch.linspace(fmin, fmax_, n_mels + 2, dtype=torch.float64)
     return remember(fb, {
