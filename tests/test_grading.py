@@ -281,3 +281,35 @@ def test_each_exercise_is_graded_alone(tmp_path_factory, tmp_path):
     assert "graded alone" in grade.table(results)
 
 
+
+
+@pytest.fixture(scope="module")
+def every_notebook_graded(tmp_path_factory):
+    """Each written notebook's released copy twice: as released (stubs) and with the reference solutions pasted
+    into its exercise cells, graded together (notebook 01's many scenarios are above)."""
+    out = tmp_path_factory.mktemp("release_all")
+    released = {p.name.split("_")[0]: p for p in release(out)}
+    root = tmp_path_factory.mktemp("class")
+    subs = []
+    for nb_info in COURSE.notebooks:
+        if not nb_info.written or nb_info.id == "01":
+            continue
+        reference = notebook.read(COURSE.root / nb_info.path)
+        solutions = {ex_id: reference.cells[i].source for ex_id, i in notebook.exercise_cells(reference).items()}
+        student = nbformat.read(released[nb_info.id], as_version=4)
+        for who, sources in (("stub", {}), ("solved", solutions)):
+            (root / f"{who}{nb_info.id}").mkdir()
+            path = root / f"{who}{nb_info.id}" / released[nb_info.id].name
+            nbformat.write(_with(student, sources), path)
+            subs.append((path, f"{who}{nb_info.id}"))
+    return {r.student: r for r in grade.grade_many(subs, jobs=2, exercise_timeout=60)}
+
+
+@pytest.mark.parametrize("nb_info", [n for n in COURSE.notebooks if n.written and n.id != "01"], ids=lambda n: n.id)
+def test_every_notebook_grades_its_solutions_full_and_its_stubs_zero(every_notebook_graded, nb_info):
+    full = sum(int(ex["points"]) for ex in nb_info.exercises)
+    solved, stub = every_notebook_graded[f"solved{nb_info.id}"], every_notebook_graded[f"stub{nb_info.id}"]
+    assert {e.id: e.status for e in solved.exercises} == {ex["id"]: "passed" for ex in nb_info.exercises}, [
+        (e.id, e.status, e.message[:300]) for e in solved.exercises]
+    assert solved.score == full == solved.max_score
+    assert stub.score == 0 and all(e.status == "failed" for e in stub.exercises), [(e.id, e.status) for e in stub.exercises]
