@@ -19,14 +19,11 @@ from typing import Any, Sequence
 import torch
 
 from mmcourse import audio as A
-from mmcourse.check.core import AnswerError, Case, Exercise, as_number, diagnosis, expect_tensor, register, remember
+from mmcourse.check.core import AnswerError, Case, Exercise, close, as_number, diagnosis, expect_tensor, register, remember
 
 Tensor = torch.Tensor
 
 
-def _close(a: Tensor, b: Tensor, atol: float, rtol: float) -> bool:
-    a, b = a.detach().double().cpu(), b.detach().double().cpu()
-    return a.shape == b.shape and bool(torch.isfinite(a).all()) and bool(((a - b).abs() <= atol + rtol * b.abs()).all())
 
 
 def _named_mistake(given: Any, same: Any) -> None:
@@ -41,7 +38,7 @@ def _named_mistake(given: Any, same: Any) -> None:
         if isinstance(value, Tensor) and isinstance(given, Tensor) and value.shape == given.shape:
             if given.is_floating_point() or value.is_floating_point():
                 scale = float(value.abs().max()) if value.numel() else 1.0
-                if _close(given, value, 1e-6 * max(scale, 1e-12), 1e-4):
+                if close(given, value, 1e-6 * max(scale, 1e-12), 1e-4):
                     raise AnswerError(why)
             elif torch.equal(given.long(), value.long()):
                 raise AnswerError(why)
@@ -100,7 +97,7 @@ def _fewer_edges(freqs: Tensor, n_mels: int, fmin: float, fmax: float) -> Tensor
 def _judge_mel(given: Any, expected: Tensor) -> None:
     given = expect_tensor(given, name="the filterbank", shape=tuple(expected.shape), dtype="float")
     scale = float(expected.abs().max())
-    if _close(given, expected, 1e-6 * scale, 1e-4):
+    if close(given, expected, 1e-6 * scale, 1e-4):
         return
     _named_mistake(given, expected)
     err = (given.double() - expected).abs()

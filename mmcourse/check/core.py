@@ -277,3 +277,28 @@ def as_number(given: Any, name: str) -> float:
     if not math.isfinite(given):
         raise AnswerError(f"{name} is {'NaN' if given != given else given} (it should be a finite number)")
     return float(given)
+
+
+def close(a: Tensor, b: Tensor, atol: float, rtol: float) -> bool:
+    """Same shape, ``a`` finite, and ``|a - b| <= atol + rtol * |b|`` everywhere (compared in float64)."""
+    a, b = a.detach().double().cpu(), b.detach().double().cpu()
+    return a.shape == b.shape and bool(torch.isfinite(a).all()) and bool(((a - b).abs() <= atol + rtol * b.abs()).all())
+
+
+def judge_close(given: Any, expected: Tensor, name: str, *, atol: float = 1e-5, rtol: float = 1e-4) -> None:
+    """Pass when ``given`` is a float tensor within tolerance of ``expected``; else name the typical mistake
+    it matches (recorded by the reference with :func:`remember`), or say where it differs (expected vs given)."""
+    given = expect_tensor(given, name=name, shape=tuple(expected.shape), dtype="float")
+    if close(given, expected, atol, rtol):
+        return
+    g, e = given.detach().double().cpu(), expected.detach().double().cpu()
+    err = (g - e).abs()
+    bad = err > atol + rtol * e.abs()
+    where = tuple(bad.nonzero()[0].tolist())
+    shown = (f"at index {where} expected {e[where].item():.6g}, got {g[where].item():.6g} "
+             f"({int(bad.sum())} of {e.numel()} entries off; largest difference {err.max().item():.3g})")
+    for why, wrong in diagnosis(expected)[0].items():
+        value = wrong()
+        if close(given, value, atol, rtol) and not close(value, expected, atol, rtol):
+            raise AnswerError(f"{name} has wrong values: {why} ({shown})")
+    raise AnswerError(f"{name} has wrong values: {shown}")

@@ -22,8 +22,7 @@ import torch.nn.functional as F
 
 from mmcourse import dalle as DL
 from mmcourse import dvae as V
-from mmcourse.check.core import AnswerError, Case, Exercise, diagnosis, expect_equal, expect_tensor, register, remember
-from mmcourse.check.diffusion import _judge as judge_close
+from mmcourse.check.core import AnswerError, Case, Exercise, judge_close, diagnosis, expect_equal, expect_tensor, register, remember
 
 Tensor = torch.Tensor
 

@@ -18,12 +18,12 @@ one-step variance, swapped coefficients, ...), what the answer matches instead.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 
 from mmcourse import diffusion as D
-from mmcourse.check.core import AnswerError, Case, Exercise, diagnosis, expect_tensor, register, remember
+from mmcourse.check.core import Case, Exercise, judge_close, register, remember
 
 Tensor = torch.Tensor
 
@@ -33,29 +33,6 @@ Tensor = torch.Tensor
 # compare functions name the one an answer matches (check.core.diagnosis).
 
 
-def _close(a: Tensor, b: Tensor, atol: float, rtol: float) -> bool:
-    a, b = a.detach().double().cpu(), b.detach().double().cpu()
-    return a.shape == b.shape and bool(torch.isfinite(a).all()) and bool(((a - b).abs() <= atol + rtol * b.abs()).all())
-
-
-def _judge(given: Any, expected: Tensor, name: str, *, atol: float = 1e-5, rtol: float = 1e-4) -> None:
-    """Pass when ``given`` is within tolerance of ``expected``; else name the typical mistake it matches,
-    or say where it differs (expected against given)."""
-    given = expect_tensor(given, name=name, shape=tuple(expected.shape), dtype="float")
-    if _close(given, expected, atol, rtol):
-        return
-    g, e = given.detach().double().cpu(), expected.detach().double().cpu()
-    err = (g - e).abs()
-    bad = err > atol + rtol * e.abs()
-    where = tuple(bad.nonzero()[0].tolist())
-    shown = (f"at index {where} expected {e[where].item():.6g}, got {g[where].item():.6g} "
-             f"({int(bad.sum())} of {e.numel()} entries off; largest difference {err.max().item():.3g})")
-    mistakes = diagnosis(expected)[0]
-    for why, wrong in mistakes.items():
-        value = wrong()
-        if _close(given, value, atol, rtol) and not _close(value, expected, atol, rtol):
-            raise AnswerError(f"{name} has wrong values: {why} ({shown})")
-    raise AnswerError(f"{name} has wrong values: {shown}")
 
 
 def _per_image(values: Tensor, like: Tensor) -> Tensor:
@@ -143,7 +120,7 @@ register(
         title="the forward process in one jump",
         cases=_q_sample_cases,
         reference=q_sample,
-        compare=lambda given, expected: _judge(given, expected, "x_t", atol=1e-5),
+        compare=lambda given, expected: judge_close(given, expected, "x_t", atol=1e-5),
         hint="one step maps x to sqrt(1 - beta) x + sqrt(beta) eps. Apply it twice and collect terms: the image is "
         "scaled by the product of the sqrt(1 - beta)s, and the two noises add to one Gaussian whose variance is "
         "(1 - beta_2)(beta_1) + beta_2 = 1 - (1 - beta_1)(1 - beta_2). So with abar_t = prod over s <= t of "
@@ -226,7 +203,7 @@ register(
         title="a DDPM step from the posterior",
         cases=_posterior_cases,
         reference=posterior_step,
-        compare=lambda given, expected: _judge(given, expected, "x_t'", atol=1e-5),
+        compare=lambda given, expected: judge_close(given, expected, "x_t'", atol=1e-5),
         hint="the forward jump from x_t' to x_t is one Gaussian step like q(x_t | x_t-1): it shrinks by "
         "sqrt(alpha) with alpha = abar_t / abar_t' and adds variance beta = 1 - alpha. Put those into the one-step "
         "formulas: mean = sqrt(abar_t') beta / (1 - abar_t) x0 + sqrt(alpha) (1 - abar_t') / (1 - abar_t) x_t and "
@@ -295,7 +272,7 @@ register(
         title="a DDIM step that survives clipping",
         cases=_ddim_cases,
         reference=ddim_clipped,
-        compare=lambda given, expected: _judge(given, expected, "x_t'", atol=1e-4),
+        compare=lambda given, expected: judge_close(given, expected, "x_t'", atol=1e-4),
         hint="estimate x0_hat = (x_t - sqrt(1 - a) eps) / sqrt(a) with a = alpha_bar_t and clamp it to [-1, 1]; then "
         "find the noise that, with the clamped x0_hat, gives back x_t: solve x_t = sqrt(a) x0_hat + sqrt(1 - a) eps "
         "for eps. Use that eps in the update x_t' = sqrt(a') x0_hat + sqrt(1 - a') eps (a' = alpha_bar_prev).",
@@ -350,7 +327,7 @@ register(
         title="guidance with several captions and negative prompts",
         cases=_compose_cases,
         reference=composed_eps,
-        compare=lambda given, expected: _judge(given, expected, "the composed noise prediction", atol=1e-5),
+        compare=lambda given, expected: judge_close(given, expected, "the composed noise prediction", atol=1e-5),
         hint="the score of p(x) * prod_k p(c_k | x)^{s_k} is grad log p(x) + sum_k s_k grad log p(c_k | x), and each "
         "caption's implicit classifier has grad log p(c_k | x) = -(eps_k - eps_u) / sqrt(1 - abar). Multiply the score "
         "by -sqrt(1 - abar) to get back to noise: eps_u + sum_k s_k (eps_k - eps_u). Reshape the K scales to "

@@ -19,33 +19,13 @@ from typing import Any
 
 import torch
 
-from mmcourse.check.core import AnswerError, Case, Exercise, diagnosis, expect_tensor, register, remember
+from mmcourse.check.core import AnswerError, Case, Exercise, judge_close, diagnosis, expect_tensor, register, remember
 from mmcourse.connectors import GatedCrossAttention
 from mmcourse.vlm import answer_mask as _answer_mask
 
 Tensor = torch.Tensor
 
 
-def _close(a: Tensor, b: Tensor, atol: float, rtol: float) -> bool:
-    a, b = a.detach().double().cpu(), b.detach().double().cpu()
-    return a.shape == b.shape and bool(torch.isfinite(a).all()) and bool(((a - b).abs() <= atol + rtol * b.abs()).all())
-
-
-def _judge(given: Any, expected: Tensor, name: str, *, atol: float = 1e-5, rtol: float = 1e-4) -> None:
-    given = expect_tensor(given, name=name, shape=tuple(expected.shape), dtype="float")
-    if _close(given, expected, atol, rtol):
-        return
-    g, e = given.detach().double().cpu(), expected.detach().double().cpu()
-    err = (g - e).abs()
-    bad = err > atol + rtol * e.abs()
-    where = tuple(bad.nonzero()[0].tolist())
-    shown = (f"at index {where} expected {e[where].item():.6g}, got {g[where].item():.6g} "
-             f"({int(bad.sum())} of {e.numel()} entries off)")
-    for why, wrong in diagnosis(expected)[0].items():
-        value = wrong()
-        if _close(given, value, atol, rtol) and not _close(value, expected, atol, rtol):
-            raise AnswerError(f"{name} has wrong values: {why} ({shown})")
-    raise AnswerError(f"{name} has wrong values: {shown}")
 
 
 # ---------------------------------------------------------------------------------------- 06.answer_mask
@@ -201,7 +181,7 @@ register(
         title="the resampler's attention, latents among the keys",
         cases=_resampler_cases,
         reference=resampler_attention,
-        compare=lambda given, expected: _judge(given, expected, "the latents' update", atol=1e-5, rtol=1e-4),
+        compare=lambda given, expected: judge_close(given, expected, "the latents' update", atol=1e-5, rtol=1e-4),
         hint="concatenate patches and latents along the token axis, (B, N + R, d); queries = latents @ w_q, keys "
         "and values = that concatenation @ w_k and @ w_v; scores = q @ k^T / sqrt(d), a softmax over the last axis "
         "(the N + R keys), times the values.",
@@ -282,7 +262,7 @@ def _gated_cases(g: torch.Generator) -> list[Case]:
 
 
 def _compare_gated(given: Any, expected: Tensor) -> None:
-    _judge(given, expected, "the block's output", atol=1e-5, rtol=1e-4)
+    judge_close(given, expected, "the block's output", atol=1e-5, rtol=1e-4)
 
 
 register(
