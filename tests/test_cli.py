@@ -30,7 +30,19 @@ def test_run_unknown_notebook_is_a_clear_error(capsys):
     assert "no notebook '42'" in capsys.readouterr().err
 
 
-def test_run_planned_notebook_says_so(capsys):
+def test_run_planned_notebook_says_so(capsys, monkeypatch):
+    import dataclasses
+
+    from mmcourse import course as course_module
+
+    real = course_module.load_course
+
+    def with_09_planned(*args, **kwargs):  # every notebook is written now: pretend 09 is not
+        course = real(*args, **kwargs)
+        notebooks = [dataclasses.replace(n, status="planned") if n.id == "09" else n for n in course.notebooks]
+        return dataclasses.replace(course, notebooks=notebooks)
+
+    monkeypatch.setattr(course_module, "load_course", with_09_planned)
     assert main(["run", "09"]) == 2
     assert "planned" in capsys.readouterr().err
 

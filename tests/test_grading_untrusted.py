@@ -101,8 +101,10 @@ def test_two_markers_or_none_is_an_error():
 # ------------------------------------------------------------------------------------------------ parsing
 
 
-def _planned():
-    return next((nb for nb in COURSE.notebooks if not nb.written), None)
+def _with_a_planned_notebook():
+    """The course with its last notebook marked planned (every notebook is written now), and that notebook."""
+    last = replace(COURSE.notebooks[-1], status="planned")
+    return replace(COURSE, notebooks=[*COURSE.notebooks[:-1], last]), last
 
 
 @pytest.mark.parametrize("data, expected", [
@@ -122,11 +124,9 @@ def test_malformed_notebooks_are_one_line_errors(data, expected):
 
 
 def test_a_planned_notebook_is_a_submission_error_not_a_crash():
-    planned = _planned()
-    if planned is None:
-        pytest.skip("every notebook in course.yml is written")
+    course, planned = _with_a_planned_notebook()
     with pytest.raises(submission.SubmissionError, match="planned, not written"):
-        submission.parse(_nb([], {"mmcourse": {"notebook": planned.id}}), "x.ipynb", COURSE)
+        submission.parse(_nb([], {"mmcourse": {"notebook": planned.id}}), "x.ipynb", course)
 
 
 def test_a_cell_without_source_fails_only_its_exercise():
