@@ -222,7 +222,11 @@ def _low_rank_compare(given: Any, expected: tuple[Tensor, Tensor]) -> None:
         raise AnswerError(f"return a pair (B, A): B of shape ({out}, {r}) and A of shape ({r}, {k})")
     b = expect_tensor(given[0], name="B", shape=(out, r), dtype="float")
     a = expect_tensor(given[1], name="A", shape=(r, k), dtype="float")
-    _named(b.double() @ a.double(), b_ref @ a_ref, "B @ A", atol=1e-6, rtol=1e-5, mistakes=diagnosis(expected)[0])
+    # a float32 SVD is exact only to about eps32 times the largest singular value (1.9e-6 was seen in grading's
+    # kernel for a spectrum up to 6): the tolerance scales with it; every named mistake is off by far more
+    target = b_ref @ a_ref
+    atol = 2e-5 * max(1.0, float(torch.linalg.matrix_norm(target, ord=2)))
+    _named(b.double() @ a.double(), target, "B @ A", atol=atol, rtol=1e-4, mistakes=diagnosis(expected)[0])
 
 
 def _low_rank_cases(g: torch.Generator) -> list[Case]:
