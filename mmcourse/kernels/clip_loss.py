@@ -49,21 +49,27 @@ def _scale_tensor(logit_scale: Tensor | float, device: torch.device) -> Tensor:
     return torch.tensor(float(logit_scale), device=device)
 
 
-def _triton_loss(image_features: Tensor, text_features: Tensor, scale: Tensor) -> Tensor:
-    if image_features.dtype not in TRITON_DTYPES:
-        raise TypeError(
-            f"the Triton kernel takes fp32, fp16 or bf16 features, got {image_features.dtype}; use backend='torch'"
-        )
+def require_triton(x: Tensor, what: str = "") -> None:
+    """Refuse, with what to do instead, a forced ``backend='triton'`` that cannot run on ``x``: a dtype the
+    kernels do not take, no triton package, or a CPU tensor outside Triton's interpreter (shared by every kernel)."""
+    if x.dtype not in TRITON_DTYPES:
+        raise TypeError(f"the Triton kernel takes fp32, fp16 or bf16{what}, got {x.dtype}; use backend='torch'")
     if not triton_available():
         raise RuntimeError("backend='triton' needs the triton package (pip install triton); use backend='torch'")
-    from mmcourse.kernels.triton_clip_loss import interpreting, triton_clip_loss
+    from mmcourse.kernels.triton_clip_loss import interpreting
 
-    if image_features.device.type != "cuda" and not interpreting():
+    if x.device.type != "cuda" and not interpreting():
         raise RuntimeError(
-            f"backend='triton' on {image_features.device.type} tensors runs only in Triton's CPU interpreter: set "
+            f"backend='triton' on {x.device.type} tensors runs only in Triton's CPU interpreter: set "
             "the environment variable TRITON_INTERPRET=1 before triton is first imported (slow; meant for tests), "
             "move the tensors to a CUDA GPU, or use backend='torch'"
         )
+
+
+def _triton_loss(image_features: Tensor, text_features: Tensor, scale: Tensor) -> Tensor:
+    require_triton(image_features, " features")
+    from mmcourse.kernels.triton_clip_loss import triton_clip_loss
+
     return triton_clip_loss(image_features, text_features, scale)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mmcourse.kernels.clip_loss import BACKENDS, TRITON_DTYPES, triton_available
+from mmcourse.kernels.clip_loss import BACKENDS, TRITON_DTYPES, require_triton, triton_available
 
 Tensor = torch.Tensor
 
@@ -82,18 +82,7 @@ def lora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, lora_A: Tensor, 
         backend = "triton" if on_gpu and triton_available() else "torch"
     if backend == "torch":
         return torch_lora_linear(x, weight, bias, lora_A, lora_B, scaling)
-    if x.dtype not in TRITON_DTYPES:
-        raise TypeError(f"the Triton kernel takes fp32, fp16 or bf16, got {x.dtype}; use backend='torch'")
-    if not triton_available():
-        raise RuntimeError("backend='triton' needs the triton package (pip install triton); use backend='torch'")
-    from mmcourse.kernels.triton_lora import interpreting
-
-    if x.device.type != "cuda" and not interpreting():
-        raise RuntimeError(
-            f"backend='triton' on {x.device.type} tensors runs only in Triton's CPU interpreter: set the environment "
-            "variable TRITON_INTERPRET=1 before triton is first imported (slow; meant for tests), move the tensors "
-            "to a CUDA GPU, or use backend='torch'"
-        )
+    require_triton(x)
     lead = x.shape[:-1]
     y = _FusedLoRA.apply(x.reshape(-1, x.shape[-1]), weight, bias, lora_A, lora_B, float(scaling))
     return y.reshape(*lead, weight.shape[0])
